@@ -1,0 +1,5 @@
+import sys
+
+from plasticd.cli import main
+
+sys.exit(main())

@@ -1,0 +1,246 @@
+"""Settings: one typed tree, from defaults < TOML file < PLASTICD_* env < CLI flags.
+
+    [model]                         PLASTICD_MODEL__NEURONS=800
+    neurons = 800                   plasticd run --set model.neurons=800
+
+Every field has a documented default (``plasticd config`` prints them all).
+Settings are passed around explicitly; nothing is read at import time.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+from plasticd.errors import ConfigError
+
+_TOML_FILE: contextvars.ContextVar[Path | None] = contextvars.ContextVar("plasticd_toml_file", default=None)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class ModelSettings(_Section):
+    """Shape of the plastic network."""
+
+    neurons: int = Field(400, ge=2, le=65536, description="recurrent neurons N")
+    iterations: int = Field(5, ge=1, le=64, description="recurrent updates K per sample")
+    input_dim: int = Field(784, ge=1, description="length of a sample's x vector")
+    num_classes: int = Field(10, ge=2, description="labels are integers in [0, num_classes)")
+    sparsity: float = Field(0.5, ge=0.0, lt=1.0, description="initial fraction of absent recurrent connections")
+    activation: Literal["relu", "tanh"] = Field("relu", description="neuron non-linearity (f(0)=0 for both)")
+    recurrent_scale: float = Field(0.5, gt=0.0, le=4.0, description="init std of W is scale/sqrt(active fan-in)")
+    input_norm: bool = Field(True, description="standardise inputs with running per-feature mean/variance")
+
+
+class TrainSettings(_Section):
+    """How each labelled sample updates the network."""
+
+    optimizer: Literal["sgd", "adam", "adamw"] = Field("sgd", description="update rule")
+    lr: float | None = Field(
+        None, gt=0.0, le=10.0, description="learning rate per sample (unset: 0.005 for sgd, 0.0003 for adam/adamw)"
+    )
+    betas: tuple[float, float] = Field((0.9, 0.999), description="Adam/AdamW moment decays")
+    momentum: float = Field(0.0, ge=0.0, lt=1.0, description="SGD momentum")
+    weight_decay: float = Field(0.0, ge=0.0, description="L2 (adam, sgd) or decoupled (adamw) weight decay")
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="cross-entropy label smoothing")
+    average_decay: float = Field(
+        0.998, ge=0.0, lt=1.0, description="EMA of weights used for predictions (0 predicts with live weights)"
+    )
+    average_every: int = Field(4, ge=1, le=100, description="steps between updates of the weight average")
+    max_batch: int = Field(32, ge=1, description="largest micro-batch the worker forms under backlog")
+    window: int = Field(10000, ge=1, description="samples in the recent-accuracy window")
+
+    @model_validator(mode="after")
+    def _betas_in_range(self) -> TrainSettings:
+        if not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ValueError(f"betas must each lie in [0, 1), got {self.betas}")
+        return self
+
+    @property
+    def learning_rate(self) -> float:
+        """``lr``, or the default for the chosen optimizer."""
+        if self.lr is not None:
+            return self.lr
+        return 5e-3 if self.optimizer == "sgd" else 3e-4
+
+
+class PlasticitySettings(_Section):
+    """Structural plasticity: prune weak recurrent connections, regrow promising ones."""
+
+    enabled: bool = Field(True, description="rewire at all")
+    interval: int = Field(1000, ge=0, description="training steps between rewiring cycles (0: only when idle)")
+    prune_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="share of active connections pruned per cycle")
+    prune_score: Literal["magnitude", "credit"] = Field(
+        "magnitude", description="rank active connections by |w| or by credit EMA |w*grad|"
+    )
+    regrow: Literal["gradient", "coactivation", "mixed"] = Field(
+        "gradient", description="rank absent connections by |grad| (RigL), co-activation (Hebbian) or both"
+    )
+    min_age: int = Field(500, ge=0, le=32767, description="training steps a connection lives before it may be pruned")
+    min_sparsity: float = Field(0.3, ge=0.0, lt=1.0, description="fewest absent connections (as a fraction)")
+    max_sparsity: float = Field(0.7, ge=0.0, lt=1.0, description="most absent connections (as a fraction)")
+    stats_decay: float = Field(0.8, ge=0.0, lt=1.0, description="EMA decay of usage statistics across cycles")
+    buffer_size: int = Field(256, ge=1, description="recent labelled samples kept to estimate gradients")
+
+    @model_validator(mode="after")
+    def _bounds_ordered(self) -> PlasticitySettings:
+        if self.min_sparsity > self.max_sparsity:
+            raise ValueError(f"min_sparsity ({self.min_sparsity}) exceeds max_sparsity ({self.max_sparsity})")
+        return self
+
+
+class RuntimeSettings(_Section):
+    """Where and how the process computes."""
+
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto picks CUDA when available")
+    seed: int = Field(0, ge=0, description="seed for initialisation and stream order")
+    threads: int = Field(0, ge=0, description="torch intra-op threads (0: torch's default)")
+
+
+class PathSettings(_Section):
+    """Folders and files. Relative paths are taken from the working directory."""
+
+    dataset: Path = Field(Path("/usr/share/datasets/fashion-mnist"), description="Fashion-MNIST IDX .gz folder")
+    inbox: Path = Field(Path("data_inbox"), description="producers drop sample files here")
+    processed: Path = Field(Path("data_processed"), description="inbox files go here once learned")
+    failed: Path = Field(Path("data_failed"), description="quarantine for invalid files, with .error.json sidecars")
+    work: Path = Field(Path("data_work"), description="claimed files wait here until a checkpoint covers them")
+    checkpoints: Path = Field(Path("checkpoints"), description="checkpoint folder")
+    state: Path = Field(Path("state"), description="status file and predictions journal")
+
+
+class LogSettings(_Section):
+    """Structured logging."""
+
+    level: Literal["debug", "info", "warning", "error"] = Field("info", description="lowest level logged")
+    format: Literal["auto", "json", "console"] = Field("auto", description="auto: console on a TTY, else JSON lines")
+    file: Path | None = Field(None, description="also append JSON lines here")
+
+
+class Settings(BaseSettings):
+    """All of plasticd's configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PLASTICD_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+        validate_default=True,
+    )
+
+    model: ModelSettings = ModelSettings()
+    train: TrainSettings = TrainSettings()
+    plasticity: PlasticitySettings = PlasticitySettings()
+    runtime: RuntimeSettings = RuntimeSettings()
+    paths: PathSettings = PathSettings()
+    log: LogSettings = LogSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml_file = _TOML_FILE.get()
+        if toml_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+        return tuple(sources)
+
+
+def _format_validation_error(err: ValidationError, origin: str) -> str:
+    lines = [f"invalid settings ({origin}):"]
+    for e in err.errors():
+        field = ".".join(str(p) for p in e["loc"]) or "(root)"
+        got = e.get("input")
+        shown = "" if isinstance(got, dict) else f" (got {got!r})"
+        lines.append(f"  {field}: {e['msg']}{shown}")
+    return "\n".join(lines)
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """Turn ``["model.neurons=800", "train.lr=1e-3"]`` into a nested dict.
+
+    Values are parsed as TOML scalars where possible (numbers, booleans,
+    arrays, quoted strings) and taken as plain strings otherwise.
+    """
+    tree: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects section.field=value, got {pair!r}")
+        try:
+            value = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw
+        node = tree
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {pair!r}: {part!r} is a field, not a section")
+        node[parts[-1]] = value
+    return tree
+
+
+def load_settings(config_file: Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
+    """Build Settings from defaults, an optional TOML file, the environment and overrides.
+
+    Raises ConfigError naming every offending field.
+    """
+    if config_file is not None:
+        if not config_file.is_file():
+            raise ConfigError(f"config file {config_file} does not exist or is not a file")
+        try:
+            tomllib.loads(config_file.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file {config_file} is not valid TOML: {exc}") from exc
+    origin = f"defaults < {config_file or 'no config file'} < PLASTICD_* env < flags"
+    token = _TOML_FILE.set(config_file)
+    try:
+        return Settings(**(overrides or {}))
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err, origin)) from None
+    finally:
+        _TOML_FILE.reset(token)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (tuple, list)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def describe_settings(settings: Settings) -> str:
+    """The settings as a commented TOML document (a valid config file)."""
+    lines = [
+        "# plasticd settings: defaults < config file < PLASTICD_* env < flags.",
+        "# Environment: PLASTICD_<SECTION>__<FIELD>, e.g. PLASTICD_MODEL__NEURONS=800",
+    ]
+    for section_name in type(settings).model_fields:
+        section = getattr(settings, section_name)
+        lines += ["", f"[{section_name}]"]
+        doc = (type(section).__doc__ or "").strip().splitlines()
+        if doc:
+            lines.append(f"# {doc[0]}")
+        for field_name, field in type(section).model_fields.items():
+            value = getattr(section, field_name)
+            default = field.default
+            note = f"  (default {_toml_value(default) if default is not None else 'unset'})" if value != default else ""
+            lines.append(f"# {field.description}{note}")
+            lines.append(f"{field_name} = {_toml_value(value)}" if value is not None else f"# {field_name} = (unset)")
+    return "\n".join(lines) + "\n"

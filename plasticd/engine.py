@@ -1,0 +1,274 @@
+"""The learning engine: predict every sample, then learn from the labelled ones.
+
+``Engine.step(x, y)`` takes a micro-batch (one sample or many). Each sample
+is predicted with the weights as they were *before* the update that trains
+on it, so the running (prequential) accuracy is an honest estimate of how
+the network does on data it has not seen. Samples whose label is -1 are
+predicted only.
+
+Predictions use a running average (EMA) of the weights when
+``train.average_decay > 0``: averaging removes most of the noise that
+per-sample updates put into the weights. Training always updates the live
+weights.
+
+The engine is single-threaded by design: the worker thread owns it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from plasticd.config import Settings
+from plasticd.metrics import MetricsSnapshot, PrequentialMetrics
+from plasticd.model.buffer import RecentBuffer
+from plasticd.model.normalize import InputNorm
+from plasticd.model.optim import OptimConfig, build_optimizer, reset_entries
+from plasticd.model.plastic_net import LIVE, NetConfig, Trace, backward, cross_entropy_grad, forward, init_params
+from plasticd.model.plasticity import PlasticityConfig, RewirePlan, UsageStats, plan_rewire
+
+UNLABELLED = -1
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` is CUDA when torch sees a GPU, else the CPU; ``cuda`` without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("runtime.device is 'cuda' but torch sees no CUDA device (use 'auto' or 'cpu')")
+    return torch.device(name)
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What one step predicted, per sample, and what it did."""
+
+    predicted: np.ndarray  # (B,) int64 class predicted before training
+    confidence: np.ndarray  # (B,) float32 probability of the predicted class
+    loss: np.ndarray  # (B,) float32 prequential cross-entropy, NaN where unlabelled
+    labels: np.ndarray  # (B,) int64, -1 where unlabelled
+    trained: int  # labelled samples learned from in this step
+    rewire: RewireReport | None  # the plasticity cycle this step ran, if any
+
+
+@dataclass(frozen=True)
+class RewireReport:
+    pruned: int
+    regrown: int
+    active_before: int
+    active_after: int
+    eligible: int  # active connections old enough to be pruned
+    estimate_ms: float  # statistics pass over the recent-sample buffer
+    rewire_ms: float  # choosing and applying the changes
+    skipped: str | None = None  # why nothing was done, if so
+
+
+def net_config(settings: Settings) -> NetConfig:
+    m = settings.model
+    return NetConfig(
+        input_dim=m.input_dim,
+        output_dim=m.num_classes,
+        neurons=m.neurons,
+        iterations=m.iterations,
+        sparsity=m.sparsity,
+        activation=m.activation,
+        recurrent_scale=m.recurrent_scale,
+    )
+
+
+def plasticity_config(settings: Settings) -> PlasticityConfig:
+    p = settings.plasticity
+    return PlasticityConfig(
+        prune_fraction=p.prune_fraction,
+        prune_score=p.prune_score,
+        regrow=p.regrow,
+        min_age=p.min_age,
+        min_sparsity=p.min_sparsity,
+        max_sparsity=p.max_sparsity,
+        stats_decay=p.stats_decay,
+    )
+
+
+def optim_config(settings: Settings) -> OptimConfig:
+    t = settings.train
+    return OptimConfig(kind=t.optimizer, lr=t.learning_rate, betas=t.betas, momentum=t.momentum, weight_decay=t.weight_decay)
+
+
+class Engine:
+    """A PlasticNet with its optimizer, weight average, input scaler, plasticity and metrics."""
+
+    def __init__(self, settings: Settings, device: torch.device | str | None = None) -> None:
+        self.settings = settings
+        self.device = torch.device(device) if device is not None else resolve_device(settings.runtime.device)
+        self.cfg = net_config(settings)
+        self.plasticity = plasticity_config(settings)
+        seed = settings.runtime.seed
+        copies = 2 if settings.train.average_decay > 0 else 1
+        theta, mask = init_params(self.cfg, torch.Generator().manual_seed(seed), copies=copies)
+        self.theta = {k: v.to(self.device) for k, v in theta.items()}  # each (S, ...): live [, average]
+        self.mask = mask.to(self.device)  # (N, N) bool
+        self.mask_f = self.mask.float()  # (N, N) the same mask as float32, for the gradient multiply
+        self.norm = InputNorm(self.cfg.input_dim, enabled=settings.model.input_norm, device=self.device)
+        self.stats = UsageStats(self.cfg.neurons, device=self.device)
+        self.buffer = RecentBuffer(settings.plasticity.buffer_size, self.cfg.input_dim, device=self.device)
+        self.metrics = PrequentialMetrics(settings.train.window)
+        self.rng = torch.Generator(device=self.device).manual_seed(seed + 1)
+        self.steps = 0  # optimizer steps taken
+        self.steps_at_rewire = 0  # value of `steps` at the last plasticity cycle
+        self.rewires = 0
+        self._scratch: Tensor | None = None  # (N, N) float32 score buffer for plasticity cycles
+        self._bind_parameters()
+
+    def _bind_parameters(self) -> None:
+        """(Re)create the live/average views, gradient buffers and optimizer over ``theta``."""
+        self.live = {k: v[LIVE] for k, v in self.theta.items()}
+        self.avg = {k: v[-1] for k, v in self.theta.items()} if self.copies == 2 else None
+        self.grads = {k: torch.zeros_like(v) for k, v in self.live.items()}
+        for name, p in self.live.items():
+            p.grad = self.grads[name]
+        self.optimizer = build_optimizer(list(self.live.values()), optim_config(self.settings))
+
+    @property
+    def copies(self) -> int:
+        return self.theta["w"].shape[0]
+
+    # ------------------------------------------------------------------ learning
+
+    @torch.no_grad()
+    def step(self, x: Tensor, y: np.ndarray | Tensor, plasticity: bool = True) -> StepResult:
+        """Predict every row of ``x`` (B, D), then train once on the labelled rows (``y`` >= 0).
+
+        With ``plasticity=True`` a rewiring cycle runs when ``plasticity.interval``
+        training steps have passed since the last one.
+        """
+        labels = np.asarray(y.cpu() if isinstance(y, Tensor) else y, dtype=np.int64)
+        b = len(labels)
+        assert x.dim() == 2 and x.shape == (b, self.cfg.input_dim), f"x must be ({b}, {self.cfg.input_dim}), got {tuple(x.shape)}"
+        x = x.to(self.device, torch.float32, non_blocking=True)
+        is_lab = labels >= 0
+        n_lab = int(np.count_nonzero(is_lab))
+        self.norm.update(x)
+        xn = self.norm(x)
+        # Every copy runs on the batch; predictions come from the last (the average
+        # when there is one), from the weights as they were before this step's update.
+        theta = self.theta if n_lab else {k: v[-1:] for k, v in self.theta.items()}
+        trace = forward(theta, xn, self.cfg)
+        pred_logits = trace.logits[-1]
+        if n_lab:
+            self._learn(trace, labels, is_lab, n_lab)
+            self.buffer.add(x if n_lab == b else x[torch.from_numpy(is_lab).to(self.device)], labels[is_lab])
+        predicted, confidence, loss = _prequential(pred_logits, labels, is_lab)
+        self.metrics.update(predicted[is_lab] == labels[is_lab], loss[is_lab], unlabelled=b - n_lab, trained=n_lab)
+        report = None
+        interval = self.settings.plasticity.interval
+        if plasticity and interval and self.settings.plasticity.enabled and self.steps - self.steps_at_rewire >= interval:
+            report = self.rewire()
+        return StepResult(predicted=predicted, confidence=confidence, loss=loss, labels=labels, trained=n_lab, rewire=report)
+
+    def _learn(self, trace: Trace, labels: np.ndarray, is_lab: np.ndarray, n_lab: int) -> None:
+        """One optimizer step of the live copy on the labelled rows, then the average follows."""
+        target = torch.from_numpy(np.where(is_lab, labels, 0)).to(self.device, non_blocking=True)
+        weight = None if n_lab == len(labels) else torch.from_numpy(is_lab.astype(np.float32)).to(self.device)
+        dlogits = cross_entropy_grad(trace.logits[LIVE], target, weight, self.settings.train.label_smoothing)
+        backward(self.live, trace, dlogits, self.grads, self.cfg)
+        self.grads["w"].mul_(self.mask_f)  # absent connections get no update
+        self.optimizer.step()
+        self.steps += 1
+        every = self.settings.train.average_every
+        if self.avg is not None and self.steps % every == 0:
+            # EMA with a warm-up (early weights are forgotten fast), applied every
+            # `every` steps with the decay compounded: same horizon, 1/every the traffic.
+            t = self.steps
+            decay = min(self.settings.train.average_decay, (1.0 + t) / (10.0 + t)) ** every
+            torch._foreach_lerp_(list(self.avg.values()), list(self.live.values()), 1.0 - decay)
+
+    def predict_logits(self, x: Tensor, batch_size: int = 4096) -> Tensor:
+        """Logits (B, C) for ``x`` (B, D) as the engine would predict them now; changes no state."""
+        theta = {k: v[-1:] for k, v in self.theta.items()}
+        with torch.no_grad():
+            out = [
+                forward(theta, self.norm(x[i : i + batch_size].to(self.device, torch.float32)), self.cfg).logits[0]
+                for i in range(0, x.shape[0], batch_size)
+            ]
+        return torch.cat(out) if out else torch.empty((0, self.cfg.output_dim), device=self.device)
+
+    def evaluate(self, x: Tensor, y: Tensor, batch_size: int = 4096) -> float:
+        """Accuracy on a held-out set; changes no state."""
+        predicted = self.predict_logits(x, batch_size).argmax(dim=1).cpu()
+        return float((predicted == y.cpu()).float().mean())
+
+    # ---------------------------------------------------------------- plasticity
+
+    @torch.no_grad()
+    def rewire(self) -> RewireReport:
+        """One plasticity cycle: refresh usage statistics on recent samples, prune, regrow."""
+        active = self.active_connections
+        if not self.settings.plasticity.enabled:
+            return RewireReport(0, 0, active, active, 0, 0.0, 0.0, skipped="plasticity disabled")
+        if len(self.buffer) == 0:
+            return RewireReport(0, 0, active, active, 0, 0.0, 0.0, skipped="no labelled samples yet")
+        t0 = time.perf_counter()
+        xb, yb = self.buffer.contents()
+        trace = forward({k: v[LIVE : LIVE + 1] for k, v in self.theta.items()}, self.norm(xb), self.cfg)
+        dlogits = cross_entropy_grad(trace.logits[LIVE], yb, None, self.settings.train.label_smoothing)
+        grads = {k: torch.empty_like(v) for k, v in self.live.items()}  # dense: RigL ranks absent connections by it
+        backward(self.live, trace, dlogits, grads, self.cfg)
+        self.stats.advance_age(self.steps - self.steps_at_rewire, self.mask)
+        self.stats.observe(trace.h[:, LIVE], grads["w"], self.live["w"], self.plasticity.stats_decay)
+        t1 = time.perf_counter()
+        if self._scratch is None or self._scratch.shape != self.live["w"].shape:
+            self._scratch = torch.empty_like(self.live["w"])  # kept: fresh N² buffers cost page faults
+        plan = plan_rewire(
+            self.plasticity, self.live["w"], self.mask, grads["w"], self.stats, self.rng, scratch=self._scratch
+        )
+        self._apply_rewire(plan)
+        t2 = time.perf_counter()
+        self.steps_at_rewire = self.steps
+        self.rewires += 1
+        return RewireReport(
+            pruned=plan.prune.numel(),
+            regrown=plan.grow.numel(),
+            active_before=plan.active_before,
+            active_after=plan.active_before - plan.prune.numel() + plan.grow.numel(),
+            eligible=plan.eligible,
+            estimate_ms=(t1 - t0) * 1e3,
+            rewire_ms=(t2 - t1) * 1e3,
+        )
+
+    def _apply_rewire(self, plan: RewirePlan) -> None:
+        """The one door through which connections change: weights (every copy), optimizer, mask, stats."""
+        changed = torch.cat((plan.prune, plan.grow))
+        self.theta["w"].view(self.copies, -1).index_fill_(1, changed, 0.0)  # pruned vanish, regrown start at 0
+        reset_entries(self.optimizer, self.live["w"], changed)
+        flat_mask = self.mask.view(-1)
+        flat_mask.index_fill_(0, plan.prune, False)
+        flat_mask.index_fill_(0, plan.grow, True)
+        self.mask_f.view(-1).index_fill_(0, plan.prune, 0.0).index_fill_(0, plan.grow, 1.0)
+        self.stats.reset_entries(changed)
+
+    # ------------------------------------------------------------------- reports
+
+    @property
+    def active_connections(self) -> int:
+        return int(torch.count_nonzero(self.mask))
+
+    def snapshot(self) -> MetricsSnapshot:
+        return self.metrics.snapshot()
+
+
+def _prequential(logits: Tensor, labels: np.ndarray, is_lab: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Predicted class, its probability and the cross-entropy (NaN if unlabelled) from (B, C) logits.
+
+    Computed on the device and brought to the host in one transfer.
+    """
+    logp = torch.log_softmax(logits, dim=1)  # (B, C)
+    top, predicted = logp.max(dim=1)
+    target = torch.from_numpy(np.where(is_lab, labels, 0)).to(logits.device, non_blocking=True)
+    picked = logp.gather(1, target.unsqueeze(1)).squeeze(1)
+    host = torch.stack((predicted.to(logp.dtype), top, picked)).cpu().numpy()  # (3, B)
+    loss = np.where(is_lab, -host[2], np.nan).astype(np.float32)
+    return host[0].astype(np.int64), np.exp(host[1]).astype(np.float32), loss

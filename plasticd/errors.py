@@ -1,0 +1,35 @@
+"""Named exceptions. A leaf module: it imports nothing from plasticd.
+
+Every error a user can cause carries a message that says what was expected
+and what was found, and names the file or field at fault.
+"""
+
+from __future__ import annotations
+
+
+class PlasticdError(Exception):
+    """Base class of every error plasticd raises on purpose."""
+
+
+class ConfigError(PlasticdError):
+    """The settings (file, environment or flags) are invalid."""
+
+
+class DatasetError(PlasticdError):
+    """A dataset is missing or its files are malformed."""
+
+
+class SampleError(PlasticdError):
+    """A sample file cannot be used: it is quarantined, the daemon goes on.
+
+    ``reason`` is a short machine-readable code (e.g. ``"non_finite"``) that
+    lands in the sidecar and in the log event; the message is for people.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class CheckpointError(PlasticdError):
+    """A checkpoint cannot be written, read or verified."""

@@ -1,0 +1,82 @@
+"""The optimizer and the surgery its per-element state needs when connections change.
+
+Plain SGD (the default) is one multi-tensor update and keeps no state.
+Adam, AdamW and SGD with momentum use torch.optim's fused implementations
+(one kernel per step on CPU and CUDA). Gradients are assigned by hand.
+Every change of the connection structure goes through ``reset_entries`` so a
+rewired entry never keeps stale momentum: RigL's rule (new weights and their
+moments start at zero).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+_STATE_SLOTS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq", "momentum_buffer")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    kind: str = "sgd"  # "sgd", "adam" or "adamw"
+    lr: float = 5e-3  # learning rate
+    betas: tuple[float, float] = (0.9, 0.999)  # Adam moment decays
+    momentum: float = 0.0  # SGD momentum
+    weight_decay: float = 0.0  # L2 (adam, sgd) or decoupled (adamw)
+
+
+class PlainSGD:
+    """``p -= lr * (grad + weight_decay * p)`` for every parameter, in one or two multi-tensor ops.
+
+    torch.optim.SGD computes the same; its per-call bookkeeping costs about as
+    much as the arithmetic when one sample is learned at a time.
+    """
+
+    def __init__(self, params: list[Tensor], lr: float, weight_decay: float = 0.0) -> None:
+        self.params = list(params)
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.state: dict[Tensor, dict] = {}  # no per-element state
+
+    @torch.no_grad()
+    def step(self) -> None:
+        grads = [p.grad for p in self.params]
+        if self.weight_decay:
+            torch._foreach_add_(grads, self.params, alpha=self.weight_decay)
+        torch._foreach_add_(self.params, grads, alpha=-self.lr)
+
+    def state_dict(self) -> dict:
+        return {"state": {}, "param_groups": [{"lr": self.lr, "weight_decay": self.weight_decay}]}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass  # stateless: the learning rate comes from the settings
+
+
+Optimizer = torch.optim.Optimizer | PlainSGD
+
+
+def build_optimizer(params: list[Tensor], cfg: OptimConfig) -> Optimizer:
+    """An optimizer over ``params`` (leaf tensors whose ``.grad`` we fill by hand)."""
+    if cfg.kind == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay, fused=True)
+    if cfg.kind == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay, fused=True)
+    if cfg.kind == "sgd" and cfg.momentum == 0.0:
+        return PlainSGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.kind == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, fused=True)
+    raise ValueError(f"optimizer must be adam, adamw or sgd, got {cfg.kind!r}")
+
+
+def state_tensors(opt: Optimizer, param: Tensor) -> list[Tensor]:
+    """The per-element state tensors the optimizer keeps for ``param`` (empty before the first step)."""
+    state = opt.state.get(param, {})
+    return [state[slot] for slot in _STATE_SLOTS if isinstance(state.get(slot), Tensor)]
+
+
+def reset_entries(opt: Optimizer, param: Tensor, flat_index: Tensor) -> None:
+    """Zero every per-element optimizer state of ``param`` at ``flat_index`` (into ``param.view(-1)``)."""
+    for slot in state_tensors(opt, param):
+        slot.view(-1).index_fill_(0, flat_index, 0.0)

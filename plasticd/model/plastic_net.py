@@ -1,0 +1,148 @@
+"""The plastic network: N recurrent neurons under a binary connection mask.
+
+    u   = W_in x + b_in                      # (B, N) computed once per sample
+    h_1 = act(u)                             # h_0 = 0
+    h_k = act(u + h_{k-1} (W ⊙ M)ᵀ)          # k = 2..K
+    y   = W_out h_K + b_out                  # (B, C) logits
+
+W is stored dense and kept exactly zero wherever the mask M is off, so the
+forward pass needs no masking. Gradients are written by hand (backprop
+through the K iterations) into persistent buffers: no autograd graph and no
+per-step allocation of parameter-sized tensors. The dense recurrent
+gradient (before masking) is what RigL ranks absent connections by.
+
+Every parameter is stored with a leading *copy* axis of size S: copy 0 is
+the live network that trains, copy 1 (when present) its running average,
+which predicts. One batched matmul runs both copies at once, so averaged
+predictions cost far less than a second forward pass.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+PARAM_NAMES = ("w_in", "b_in", "w", "w_out", "b_out")
+LIVE = 0  # index of the training copy along the copy axis
+
+
+@dataclass(frozen=True)
+class NetConfig:
+    input_dim: int = 784  # features per sample (D)
+    output_dim: int = 10  # classes (C)
+    neurons: int = 400  # recurrent neurons (N)
+    iterations: int = 5  # recurrent updates per sample (K)
+    sparsity: float = 0.5  # initial fraction of absent recurrent connections
+    activation: str = "relu"  # "relu" or "tanh"; both have f(0) = 0
+    recurrent_scale: float = 0.5  # init std of W is scale / sqrt(active fan-in)
+
+    def __post_init__(self) -> None:
+        assert self.activation in ("relu", "tanh"), f"activation must be relu or tanh, got {self.activation!r}"
+        assert 0.0 <= self.sparsity < 1.0, f"sparsity must be in [0, 1), got {self.sparsity}"
+        assert self.neurons >= 1 and self.iterations >= 1, "neurons and iterations must be positive"
+
+
+@dataclass
+class Trace:
+    """What the backward pass needs from a forward pass over S copies."""
+
+    x: Tensor  # (B, D) the (normalised) input
+    h: Tensor  # (K, S, B, N) hidden state after each iteration, per copy
+    logits: Tensor  # (S, B, C)
+
+
+def init_params(cfg: NetConfig, generator: torch.Generator, copies: int = 1) -> tuple[dict[str, Tensor], Tensor]:
+    """Fresh parameters (torch.nn.Linear-style uniform init), each (copies, ...) with identical copies,
+    and the initial (N, N) bool mask; on the CPU."""
+    n, d, c = cfg.neurons, cfg.input_dim, cfg.output_dim
+
+    def uniform(shape: tuple[int, ...], fan_in: int) -> Tensor:
+        bound = 1.0 / math.sqrt(fan_in)
+        return torch.empty(shape).uniform_(-bound, bound, generator=generator)
+
+    mask = torch.rand((n, n), generator=generator) >= cfg.sparsity  # (N, N) True = connection present
+    fan_in = max(1.0, n * (1.0 - cfg.sparsity))
+    w = torch.randn((n, n), generator=generator) * (cfg.recurrent_scale / math.sqrt(fan_in))
+    single = {
+        "w_in": uniform((n, d), d),  # (N, D)
+        "b_in": uniform((n,), d),  # (N,)
+        "w": w * mask,  # (N, N), zero where the mask is off
+        "w_out": uniform((c, n), n),  # (C, N)
+        "b_out": uniform((c,), n),  # (C,)
+    }
+    params = {k: v.unsqueeze(0).repeat((copies,) + (1,) * v.dim()) for k, v in single.items()}
+    return params, mask
+
+
+def forward(theta: dict[str, Tensor], x: Tensor, cfg: NetConfig) -> Trace:
+    """Run K iterations of every copy in ``theta`` (each (S, ...)) on the batch ``x`` (B, D)."""
+    assert x.dim() == 2 and x.shape[1] == cfg.input_dim, f"x must be (B, {cfg.input_dim}), got {tuple(x.shape)}"
+    s, n = theta["w"].shape[0], theta["w"].shape[1]
+    k, b = cfg.iterations, x.shape[0]
+    h = torch.empty((k, s, b, n), dtype=x.dtype, device=x.device)  # (K, S, B, N)
+    u = torch.baddbmm(theta["b_in"].unsqueeze(1), x.expand(s, b, -1), theta["w_in"].transpose(1, 2))  # (S, B, N)
+    act_ = Tensor.relu_ if cfg.activation == "relu" else Tensor.tanh_
+    if cfg.activation == "relu":
+        torch.clamp_min(u, 0.0, out=h[0])
+    else:
+        torch.tanh(u, out=h[0])
+    w_t = theta["w"].transpose(1, 2)  # (S, N, N)
+    for i in range(1, k):
+        act_(torch.baddbmm(u, h[i - 1], w_t, out=h[i]))
+    logits = torch.baddbmm(theta["b_out"].unsqueeze(1), h[k - 1], theta["w_out"].transpose(1, 2))  # (S, B, C)
+    return Trace(x=x, h=h, logits=logits)
+
+
+def backward(
+    live: dict[str, Tensor], trace: Trace, dlogits: Tensor, grads: dict[str, Tensor], cfg: NetConfig
+) -> None:
+    """Write dL/dθ of the live copy into ``grads`` given dL/dlogits (B, C) of that copy.
+
+    ``live`` holds the live copy's parameters without the copy axis.
+    ``grads["w"]`` receives the *dense* recurrent gradient: entries where the
+    mask is off are filled too. Mask it before an optimizer step.
+    """
+    h, x = trace.h[:, LIVE], trace.x  # (K, B, N), (B, D)
+    k, n = h.shape[0], h.shape[2]
+    torch.mm(dlogits.t(), h[k - 1], out=grads["w_out"])  # (C, N)
+    torch.sum(dlogits, dim=0, out=grads["b_out"])  # (C,)
+    # act'(a) for every iteration at once, from the outputs: relu' = [h > 0], tanh' = 1 - h².
+    slope = (h > 0).to(h.dtype) if cfg.activation == "relu" else 1.0 - h * h  # (K, B, N)
+    da = torch.empty_like(h)  # (K, B, N) dL/d(pre-activation) per iteration
+    dh = dlogits @ live["w_out"]  # (B, N)
+    for i in range(k - 1, -1, -1):
+        torch.mul(dh, slope[i], out=da[i])
+        if i > 0:
+            dh = da[i] @ live["w"]  # (B, N)
+    if k > 1:
+        # All K-1 recurrent outer products in one GEMM: (N, (K-1)B) @ ((K-1)B, N).
+        torch.mm(da[1:].reshape(-1, n).t(), h[:-1].reshape(-1, n), out=grads["w"])
+    else:
+        grads["w"].zero_()
+    du = da.sum(dim=0)  # (B, N) u feeds every iteration
+    if du.shape[0] == 1:  # a rank-1 outer product: broadcasting beats a k=1 GEMM
+        torch.mul(du.t(), x, out=grads["w_in"])  # (N, D)
+    else:
+        torch.mm(du.t(), x, out=grads["w_in"])  # (N, D)
+    torch.sum(du, dim=0, out=grads["b_in"])  # (N,)
+
+
+def cross_entropy_grad(logits: Tensor, labels: Tensor, weight: Tensor | None, label_smoothing: float = 0.0) -> Tensor:
+    """dL/dlogits (B, C) of the *summed* cross-entropy L = Σ_b weight_b · CE_b.
+
+    Summing (not averaging) makes the learning rate a per-sample rate: a
+    micro-batch of B samples moves the weights about as far as B single
+    steps would (the linear scaling rule), so accuracy does not depend on how
+    the worker happened to batch the stream. ``weight`` (B,) is 1 for samples
+    to learn from and 0 for the others (unlabelled ones, whose ``labels``
+    entry may be any valid class); ``None`` means every sample counts.
+    """
+    b, c = logits.shape
+    grad = torch.softmax(logits, dim=1)  # (B, C)
+    if label_smoothing:
+        grad.sub_(label_smoothing / c)
+    grad.scatter_add_(1, labels.unsqueeze(1), grad.new_full((b, 1), label_smoothing - 1.0))
+    return grad if weight is None else grad.mul_(weight.unsqueeze(1))

@@ -1,0 +1,84 @@
+"""The command line, run as a real process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+TIMEOUT = 300
+
+
+def plasticd(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "plasticd", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+
+
+def events(stderr: str) -> list[dict]:
+    return [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+
+
+@pytest.mark.parametrize("command", [[], ["run"], ["bench"], ["config"]])
+def test_every_command_explains_itself(command: list[str]) -> None:
+    out = plasticd(*command, "--help")
+    assert out.returncode == 0
+    assert "usage: plasticd" in out.stdout and "PLASTICD_" in out.stdout
+
+
+def test_version() -> None:
+    out = plasticd("--version")
+    assert out.returncode == 0 and out.stdout.startswith("plasticd ")
+
+
+def test_invalid_setting_exits_2_naming_the_field() -> None:
+    out = plasticd("config", "--set", "model.neurons=-3")
+    assert out.returncode == 2
+    assert "model.neurons" in out.stderr
+
+
+def test_missing_dataset_exits_1_saying_how_to_get_it(tmp_path: Path) -> None:
+    out = plasticd("run", "--limit", "10", "--set", f"paths.dataset={tmp_path / 'none'}")
+    assert out.returncode == 1
+    assert "apt-get install dataset-fashion-mnist" in out.stderr
+
+
+@pytest.mark.slow
+def test_run_streams_fashion_mnist_and_logs_json(fashion_mnist_dir: Path) -> None:
+    out = plasticd(
+        "run", "--limit", "1500", "--threads", "1", "--log-format", "json",
+        "--set", f"paths.dataset={fashion_mnist_dir}", "--set", "plasticity.interval=500",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    evs = events(out.stderr)
+    names = [e["event"] for e in evs]
+    assert names[0] == "stream.started" and names[-1] == "stream.finished"
+    assert names.count("plasticity.rewired") == 3
+    done = evs[-1]
+    assert done["samples"] == 1500 and done["trained"] == 1500
+    assert done["prequential_accuracy"] > 0.5 and done["test_accuracy"] > 0.6  # chance is 0.1
+
+
+@pytest.mark.slow
+def test_bench_prints_a_table_with_ratios(fashion_mnist_dir: Path, tmp_path: Path) -> None:
+    out = plasticd(
+        "bench", "--samples", "300", "--micro-batch", "8", "--rewire-sizes", "32", "64", "--threads", "1",
+        "--only", "plastic-b1", "plastic-b8", "mlp", "--json", str(tmp_path / "b.json"),
+        "--set", f"paths.dataset={fashion_mnist_dir}",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "× mlp" in out.stdout and "prune+regrow" in out.stdout and "targets:" in out.stdout
+    report = json.loads((tmp_path / "b.json").read_text())
+    names = [c["name"] for c in report["contenders"]]
+    assert names == ["plastic-b1", "plastic-b8", "mlp"]
+    for c in report["contenders"]:
+        assert 0.0 < c["test_accuracy"] <= 1.0 and c["samples_per_s"] > 0 and c["peak_rss_mb"] > 0
+    assert [t["neurons"] for t in report["rewire"]] == [32, 64]

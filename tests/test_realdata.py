@@ -1,0 +1,27 @@
+"""A few thousand real Fashion-MNIST samples lift the default network well above chance."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from plasticd.datasets import load_split
+from plasticd.engine import Engine
+from plasticd.stream import stream_batches
+from tests.conftest import make_settings
+
+
+@pytest.mark.slow
+def test_three_thousand_samples_learn_fashion_mnist(fashion_mnist_dir: Path) -> None:
+    train = load_split(fashion_mnist_dir, "train")
+    test = load_split(fashion_mnist_dir, "test")
+    engine = Engine(make_settings(runtime={"device": "cpu"}, paths={"dataset": str(fashion_mnist_dir)}))
+    for batch in stream_batches(train, 1, seed=0, limit=3000):
+        engine.step(batch.x, batch.y)
+    snap = engine.snapshot()
+    accuracy = engine.evaluate(torch.from_numpy(test.x[:2000]), torch.from_numpy(test.y[:2000]))
+    assert snap.samples_trained == 3000 and engine.rewires == 3
+    assert snap.accuracy > 0.65, f"prequential accuracy {snap.accuracy}"  # chance is 0.10
+    assert accuracy > 0.75, f"test accuracy {accuracy}"
