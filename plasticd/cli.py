@@ -1,4 +1,4 @@
-"""``plasticd`` command line: run, bench, config.
+"""``plasticd`` command line: run, ingest, status, bench, config.
 
 Exit codes: 0 success, 1 runtime error, 2 usage or configuration error.
 """
@@ -6,6 +6,7 @@ Exit codes: 0 success, 1 runtime error, 2 usage or configuration error.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -77,14 +78,55 @@ def _setup(settings: Settings) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     _setup(settings)
-    from plasticd.demo import run_fashion_mnist
+    from plasticd import daemon
 
-    return run_fashion_mnist(settings, epochs=args.epochs, limit=args.limit, batch_size=args.batch)
+    if args.source == "fashion-mnist":
+        daemon.run_stream(settings, epochs=args.epochs, limit=args.limit)
+    else:
+        daemon.run_inbox(settings)
+    return EXIT_OK
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    _setup(settings)
+    from plasticd import daemon
+
+    s = daemon.run_ingest(settings, args.folder, args.to, progress=not args.no_progress)
+    acc = "-" if s.accuracy is None else f"{s.accuracy:.4f}"
+    rate = s.files_processed / s.seconds if s.seconds > 0 else 0.0
+    print(
+        f"ingest {args.folder} -> {args.to}: processed {s.files_processed} files ({s.samples} samples, "
+        f"{s.samples_trained} trained in total), failed {s.files_failed} (see {settings.paths.failed}), "
+        f"prequential accuracy {acc}, {rate:.1f} files/s"
+    )
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    from plasticd.status import read_status, render
+
+    status = read_status(settings.paths.state)
+    if status is None:
+        print(f"plasticd status: no status file in {settings.paths.state} (has the daemon run here?)", file=sys.stderr)
+        return EXIT_ERROR
+    print(json.dumps(status, indent=2) if args.json else render(status))
+    return EXIT_OK
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     _setup(settings)
+    if args.daemon:
+        from plasticd.bench_daemon import DaemonBenchOptions, run_daemon_bench
+
+        results = run_daemon_bench(
+            settings, DaemonBenchOptions(files=args.files, rate=args.rate, seconds=args.seconds, formats=tuple(args.formats))
+        )
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2))
+        return EXIT_OK
     from plasticd.bench import BenchOptions, run_bench
 
     opts = BenchOptions(
@@ -125,19 +167,49 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "run",
-        help="learn from a stream: the Fashion-MNIST training set",
-        description="Stream samples through the network: each is predicted, then (if labelled) learned from. "
-        "--source fashion-mnist streams the Fashion-MNIST training set (paths.dataset) in a seeded order, "
-        "logs prequential accuracy as it goes and the test-set accuracy at the end.",
+        help="the daemon: learn from files dropped into the inbox (or from the Fashion-MNIST stream)",
+        description="Run the learning daemon. --source inbox (default) watches paths.inbox: each sample file is "
+        "claimed, predicted, learned from if labelled, and moved to paths.processed once a checkpoint covers it; "
+        "invalid files go to paths.failed with a .error.json sidecar. Stops cleanly on the first SIGTERM/SIGINT "
+        "(finishes the step, checkpoints, exits 0); a second one exits at once. "
+        "--source fashion-mnist streams the Fashion-MNIST training set through the same pipeline, then reports "
+        "the test-set accuracy and exits.",
         epilog=_SETTINGS_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--source", choices=["fashion-mnist"], default="fashion-mnist", help="where samples come from (default fashion-mnist)")
-    p.add_argument("--epochs", type=_positive_int, default=1, help="passes over the stream (default 1)")
-    p.add_argument("--limit", type=_positive_int, help="samples per pass (default: the whole training set)")
-    p.add_argument("--batch", type=_positive_int, default=1, help="samples per step (default 1)")
+    p.add_argument("--source", choices=["inbox", "fashion-mnist"], default="inbox", help="where samples come from (default inbox)")
+    p.add_argument("--epochs", type=_positive_int, default=1, help="fashion-mnist: passes over the stream (default 1)")
+    p.add_argument("--limit", type=_positive_int, help="fashion-mnist: samples per pass (default: all 60000)")
     _settings_args(p)
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser(
+        "ingest",
+        help="push a folder of sample files through the pipeline once, then exit",
+        description="Claim every sample file in FOLDER, predict and learn from each exactly as the daemon does, "
+        "move it to --to once a checkpoint covers it (invalid ones to paths.failed), and exit when the folder is "
+        "drained. Shows a progress bar on a terminal and prints a summary. Refuses to run while a daemon owns "
+        "the same model (paths.checkpoints).",
+        epilog=_SETTINGS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("folder", type=Path, metavar="FOLDER", help="folder of .json/.pt/.npz sample files")
+    p.add_argument("--to", type=Path, default=Path("done"), metavar="DIR", help="where learned files go (default done/)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _settings_args(p)
+    p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser(
+        "status",
+        help="show what the daemon is doing (from its status file)",
+        description="Read the status file the daemon keeps current in paths.state and show its state, samples "
+        "seen and trained, running accuracy, queue depth, active connections and last checkpoint.",
+        epilog=_SETTINGS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--json", action="store_true", help="print the raw status JSON")
+    _settings_args(p)
+    p.set_defaults(func=cmd_status)
 
     p = sub.add_parser(
         "bench",
@@ -162,6 +234,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--only", nargs="+", metavar="NAME", help="run only these contenders (names as in the table)")
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the results as JSON")
+    g = p.add_argument_group("end-to-end daemon benchmark (--daemon)")
+    g.add_argument(
+        "--daemon",
+        action="store_true",
+        help="instead: run the real daemon on a pre-filled inbox (files/s against the read+parse+rename floor), "
+        "then at a steady arrival rate (latency p50/p99), and report its peak RSS",
+    )
+    g.add_argument("--files", type=_positive_int, default=10000, help="backlog files per format (default 10000)")
+    g.add_argument("--rate", type=float, default=100.0, help="steady arrival rate in files/s (default 100)")
+    g.add_argument("--seconds", type=float, default=10.0, help="length of the steady phase (default 10)")
+    g.add_argument("--formats", nargs="+", choices=["json", "npz"], default=["json", "npz"], help="backlog file formats")
     _settings_args(p)
     p.set_defaults(func=cmd_bench)
 

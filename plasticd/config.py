@@ -75,7 +75,7 @@ class PlasticitySettings(_Section):
     """Structural plasticity: prune weak recurrent connections, regrow promising ones."""
 
     enabled: bool = Field(True, description="rewire at all")
-    interval: int = Field(1000, ge=0, description="training steps between rewiring cycles (0: only when idle)")
+    interval: int = Field(1000, ge=0, description="labelled samples learned between rewiring cycles (0: only when idle)")
     prune_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="share of active connections pruned per cycle")
     prune_score: Literal["magnitude", "credit"] = Field(
         "magnitude", description="rank active connections by |w| or by credit EMA |w*grad|"
@@ -83,7 +83,9 @@ class PlasticitySettings(_Section):
     regrow: Literal["gradient", "coactivation", "mixed"] = Field(
         "gradient", description="rank absent connections by |grad| (RigL), co-activation (Hebbian) or both"
     )
-    min_age: int = Field(500, ge=0, le=32767, description="training steps a connection lives before it may be pruned")
+    min_age: int = Field(
+        500, ge=0, le=32767, description="labelled samples learned while a connection lives before it may be pruned"
+    )
     min_sparsity: float = Field(0.3, ge=0.0, lt=1.0, description="fewest absent connections (as a fraction)")
     max_sparsity: float = Field(0.7, ge=0.0, lt=1.0, description="most absent connections (as a fraction)")
     stats_decay: float = Field(0.8, ge=0.0, lt=1.0, description="EMA decay of usage statistics across cycles")
@@ -116,6 +118,34 @@ class PathSettings(_Section):
     state: Path = Field(Path("state"), description="status file and predictions journal")
 
 
+class DaemonSettings(_Section):
+    """The long-running service: inbox watching, idle maintenance, status."""
+
+    idle_seconds: float = Field(5.0, gt=0.0, description="quiet time before an idle rewiring cycle")
+    rescan_seconds: float = Field(5.0, gt=0.0, description="period of the safety rescan of the inbox")
+    settle_seconds: float = Field(
+        1.0, ge=0.0, description="files found by a scan (not by an event) must be this old before they are read"
+    )
+    status_seconds: float = Field(1.0, gt=0.0, description="period of status-file updates and watchdog pings")
+
+
+class CheckpointSettings(_Section):
+    """When the model is saved; claimed files wait in paths.work until a checkpoint covers them."""
+
+    every_samples: int = Field(2000, ge=1, description="checkpoint after this many samples")
+    every_seconds: float = Field(60.0, gt=0.0, description="... or this many seconds with unsaved samples")
+    idle_seconds: float = Field(1.0, ge=0.0, description="... or this long without new samples")
+    keep: int = Field(3, ge=1, le=100, description="checkpoints kept on disk")
+
+
+class LimitSettings(_Section):
+    """What a sample file may contain; anything beyond is quarantined before it is parsed."""
+
+    max_file_bytes: int = Field(16 * 1024 * 1024, ge=1, description="largest sample file read (bytes)")
+    max_samples: int = Field(50_000, ge=1, description="most samples in one file")
+    max_abs_value: float = Field(1e6, gt=0.0, description="largest |x| accepted")
+
+
 class LogSettings(_Section):
     """Structured logging."""
 
@@ -140,6 +170,9 @@ class Settings(BaseSettings):
     plasticity: PlasticitySettings = PlasticitySettings()
     runtime: RuntimeSettings = RuntimeSettings()
     paths: PathSettings = PathSettings()
+    daemon: DaemonSettings = DaemonSettings()
+    checkpoint: CheckpointSettings = CheckpointSettings()
+    limits: LimitSettings = LimitSettings()
     log: LogSettings = LogSettings()
 
     @classmethod

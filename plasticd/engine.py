@@ -17,18 +17,19 @@ The engine is single-threaded by design: the worker thread owns it.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from plasticd.config import Settings
+from plasticd.errors import CheckpointError, NonFiniteError
 from plasticd.metrics import MetricsSnapshot, PrequentialMetrics
 from plasticd.model.buffer import RecentBuffer
 from plasticd.model.normalize import InputNorm
 from plasticd.model.optim import OptimConfig, build_optimizer, reset_entries
-from plasticd.model.plastic_net import LIVE, NetConfig, Trace, backward, cross_entropy_grad, forward, init_params
+from plasticd.model.plastic_net import LIVE, PARAM_NAMES, NetConfig, Trace, backward, cross_entropy_grad, forward, init_params
 from plasticd.model.plasticity import PlasticityConfig, RewirePlan, UsageStats, plan_rewire
 
 UNLABELLED = -1
@@ -118,7 +119,7 @@ class Engine:
         self.metrics = PrequentialMetrics(settings.train.window)
         self.rng = torch.Generator(device=self.device).manual_seed(seed + 1)
         self.steps = 0  # optimizer steps taken
-        self.steps_at_rewire = 0  # value of `steps` at the last plasticity cycle
+        self.trained_at_rewire = 0  # labelled samples trained on when the last plasticity cycle ran
         self.rewires = 0
         self._scratch: Tensor | None = None  # (N, N) float32 score buffer for plasticity cycles
         self._bind_parameters()
@@ -142,8 +143,11 @@ class Engine:
     def step(self, x: Tensor, y: np.ndarray | Tensor, plasticity: bool = True) -> StepResult:
         """Predict every row of ``x`` (B, D), then train once on the labelled rows (``y`` >= 0).
 
-        With ``plasticity=True`` a rewiring cycle runs when ``plasticity.interval``
-        training steps have passed since the last one.
+        With ``plasticity=True`` a rewiring cycle runs once ``plasticity.interval``
+        labelled samples have been learned since the last one (samples, not steps,
+        so the cadence does not depend on how the stream was batched). Raises NonFiniteError, having
+        changed nothing, when the batch would make the network's outputs or update
+        non-finite.
         """
         labels = np.asarray(y.cpu() if isinstance(y, Tensor) else y, dtype=np.int64)
         b = len(labels)
@@ -151,6 +155,7 @@ class Engine:
         x = x.to(self.device, torch.float32, non_blocking=True)
         is_lab = labels >= 0
         n_lab = int(np.count_nonzero(is_lab))
+        norm_before = self.norm.snapshot()
         self.norm.update(x)
         xn = self.norm(x)
         # Every copy runs on the batch; predictions come from the last (the average
@@ -158,14 +163,21 @@ class Engine:
         theta = self.theta if n_lab else {k: v[-1:] for k, v in self.theta.items()}
         trace = forward(theta, xn, self.cfg)
         pred_logits = trace.logits[-1]
+        try:
+            if not bool(torch.isfinite(trace.logits).all()):
+                raise NonFiniteError("the network's outputs for this batch are not finite")
+            if n_lab:
+                self._learn(trace, labels, is_lab, n_lab)
+        except NonFiniteError:
+            self.norm.restore(norm_before)
+            raise
         if n_lab:
-            self._learn(trace, labels, is_lab, n_lab)
             self.buffer.add(x if n_lab == b else x[torch.from_numpy(is_lab).to(self.device)], labels[is_lab])
         predicted, confidence, loss = _prequential(pred_logits, labels, is_lab)
         self.metrics.update(predicted[is_lab] == labels[is_lab], loss[is_lab], unlabelled=b - n_lab, trained=n_lab)
         report = None
         interval = self.settings.plasticity.interval
-        if plasticity and interval and self.settings.plasticity.enabled and self.steps - self.steps_at_rewire >= interval:
+        if plasticity and interval and self.settings.plasticity.enabled and self.since_rewire >= interval:
             report = self.rewire()
         return StepResult(predicted=predicted, confidence=confidence, loss=loss, labels=labels, trained=n_lab, rewire=report)
 
@@ -176,6 +188,9 @@ class Engine:
         dlogits = cross_entropy_grad(trace.logits[LIVE], target, weight, self.settings.train.label_smoothing)
         backward(self.live, trace, dlogits, self.grads, self.cfg)
         self.grads["w"].mul_(self.mask_f)  # absent connections get no update
+        grads = list(self.grads.values())
+        if not bool(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all()):
+            raise NonFiniteError("the gradient of this batch is not finite; the update was not applied")
         self.optimizer.step()
         self.steps += 1
         every = self.settings.train.average_every
@@ -217,7 +232,7 @@ class Engine:
         dlogits = cross_entropy_grad(trace.logits[LIVE], yb, None, self.settings.train.label_smoothing)
         grads = {k: torch.empty_like(v) for k, v in self.live.items()}  # dense: RigL ranks absent connections by it
         backward(self.live, trace, dlogits, grads, self.cfg)
-        self.stats.advance_age(self.steps - self.steps_at_rewire, self.mask)
+        self.stats.advance_age(self.since_rewire, self.mask)
         self.stats.observe(trace.h[:, LIVE], grads["w"], self.live["w"], self.plasticity.stats_decay)
         t1 = time.perf_counter()
         if self._scratch is None or self._scratch.shape != self.live["w"].shape:
@@ -227,7 +242,7 @@ class Engine:
         )
         self._apply_rewire(plan)
         t2 = time.perf_counter()
-        self.steps_at_rewire = self.steps
+        self.trained_at_rewire = self.metrics.trained
         self.rewires += 1
         return RewireReport(
             pruned=plan.prune.numel(),
@@ -250,7 +265,76 @@ class Engine:
         self.mask_f.view(-1).index_fill_(0, plan.prune, 0.0).index_fill_(0, plan.grow, 1.0)
         self.stats.reset_entries(changed)
 
+    # --------------------------------------------------------------- persistence
+
+    def state(self) -> tuple[dict[str, Tensor], dict]:
+        """Everything needed to resume learning exactly: named tensors, and JSON-able counters."""
+        tensors: dict[str, Tensor] = {f"theta.{k}": v for k, v in self.theta.items()}
+        tensors["mask"] = self.mask
+        tensors.update({f"norm.{k}": v for k, v in self.norm.state_dict().items()})
+        tensors.update({f"stats.{k}": v for k, v in self.stats.state_dict().items()})
+        tensors.update({f"buffer.{k}": v for k, v in self.buffer.state_dict().items()})
+        tensors.update({f"metrics.{k}": torch.from_numpy(v) for k, v in self.metrics.state_dict().items()})
+        for name, p in self.live.items():
+            for slot, value in self.optimizer.state.get(p, {}).items():
+                if isinstance(value, Tensor):
+                    tensors[f"optim.{name}.{slot}"] = value
+        tensors["rng.plasticity"] = self.rng.get_state()
+        meta = {
+            "steps": self.steps,
+            "trained_at_rewire": self.trained_at_rewire,
+            "rewires": self.rewires,
+            "architecture": {
+                "input_dim": self.cfg.input_dim,
+                "output_dim": self.cfg.output_dim,
+                "neurons": self.cfg.neurons,
+                "iterations": self.cfg.iterations,
+                "activation": self.cfg.activation,
+                "copies": self.copies,
+                "optimizer": self.settings.train.optimizer,
+            },
+        }
+        return tensors, meta
+
+    def load_state(self, tensors: dict[str, Tensor], meta: dict) -> None:
+        """Resume from ``state()`` output. The checkpoint's network size wins over the settings
+        (growth changes it); a different input or output size is refused."""
+        arch = meta["architecture"]
+        for key, mine in (("input_dim", self.cfg.input_dim), ("output_dim", self.cfg.output_dim)):
+            if arch[key] != mine:
+                raise CheckpointError(f"the checkpoint's network has {key}={arch[key]}, the settings say {mine}")
+        n = int(arch["neurons"])
+        if n != self.cfg.neurons:
+            self.cfg = replace(self.cfg, neurons=n)
+        theta = {k: tensors[f"theta.{k}"].to(self.device) for k in PARAM_NAMES}
+        if theta["w"].shape[0] > self.copies:  # averaging switched off: keep the live copy
+            theta = {k: v[:1].contiguous() for k, v in theta.items()}
+        elif theta["w"].shape[0] < self.copies:  # averaging switched on: start the average at the live weights
+            theta = {k: v.repeat((2,) + (1,) * (v.dim() - 1)) for k, v in theta.items()}
+        self.theta = theta
+        self.mask = tensors["mask"].to(self.device, torch.bool)
+        self.mask_f = self.mask.float()
+        self._scratch = None
+        self.norm.load_state_dict({k: tensors[f"norm.{k}"].to(self.device) for k in ("mean", "var", "count")})
+        self.stats = UsageStats(n, device=self.device)
+        self.stats.load_state_dict({k: tensors[f"stats.{k}"].to(self.device) for k in ("coact", "credit", "age", "observations")})
+        self.buffer.load_state_dict({k: tensors[f"buffer.{k}"].to(self.device) for k in ("x", "y", "pos_size")})
+        self.metrics.load_state_dict({k: tensors[f"metrics.{k}"].numpy() for k in ("correct_ring", "loss_ring", "counters")})
+        self.rng.set_state(tensors["rng.plasticity"].cpu())
+        self.steps, self.trained_at_rewire, self.rewires = meta["steps"], meta["trained_at_rewire"], meta["rewires"]
+        self._bind_parameters()
+        if arch.get("optimizer") == self.settings.train.optimizer:
+            for name, p in self.live.items():
+                slots = {k.split(".", 2)[2]: v for k, v in tensors.items() if k.startswith(f"optim.{name}.")}
+                if slots:
+                    self.optimizer.state[p] = {k: v.to(self.device) for k, v in slots.items()}
+
     # ------------------------------------------------------------------- reports
+
+    @property
+    def since_rewire(self) -> int:
+        """Labelled samples learned since the last plasticity cycle (connections age by this much)."""
+        return self.metrics.trained - self.trained_at_rewire
 
     @property
     def active_connections(self) -> int:

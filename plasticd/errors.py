@@ -33,3 +33,7 @@ class SampleError(PlasticdError):
 
 class CheckpointError(PlasticdError):
     """A checkpoint cannot be written, read or verified."""
+
+
+class NonFiniteError(PlasticdError):
+    """A step would have made the network non-finite; nothing was changed."""

@@ -1,8 +1,7 @@
-"""The Fashion-MNIST stream: the built-in demo workload, test-then-train, with live accuracy."""
+"""Seeded shuffled passes over a dataset split, in batches (the benchmark's stream)."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -30,19 +29,3 @@ def stream_batches(split: Split, batch_size: int, seed: int, epochs: int = 1, li
         for i in range(0, n, batch_size):
             idx = order[i : i + batch_size]
             yield StreamBatch(x=x_epoch[i : i + batch_size], y=split.y[idx], index=idx)
-
-
-class Rate:
-    """Samples per second since construction."""
-
-    def __init__(self) -> None:
-        self.start = time.perf_counter()
-        self.count = 0
-
-    def add(self, n: int) -> None:
-        self.count += n
-
-    @property
-    def per_second(self) -> float:
-        elapsed = time.perf_counter() - self.start
-        return self.count / elapsed if elapsed > 0 else 0.0

@@ -27,7 +27,7 @@ def events(stderr: str) -> list[dict]:
     return [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
 
 
-@pytest.mark.parametrize("command", [[], ["run"], ["bench"], ["config"]])
+@pytest.mark.parametrize("command", [[], ["run"], ["ingest"], ["status"], ["bench"], ["config"]])
 def test_every_command_explains_itself(command: list[str]) -> None:
     out = plasticd(*command, "--help")
     assert out.returncode == 0
@@ -46,31 +46,33 @@ def test_invalid_setting_exits_2_naming_the_field() -> None:
 
 
 def test_missing_dataset_exits_1_saying_how_to_get_it(tmp_path: Path) -> None:
-    out = plasticd("run", "--limit", "10", "--set", f"paths.dataset={tmp_path / 'none'}")
+    out = plasticd("run", "--source", "fashion-mnist", "--limit", "10", "--set", f"paths.dataset={tmp_path / 'none'}", cwd=tmp_path)
     assert out.returncode == 1
     assert "apt-get install dataset-fashion-mnist" in out.stderr
 
 
 @pytest.mark.slow
-def test_run_streams_fashion_mnist_and_logs_json(fashion_mnist_dir: Path) -> None:
+def test_run_streams_fashion_mnist_and_logs_json(fashion_mnist_dir: Path, tmp_path: Path) -> None:
     out = plasticd(
-        "run", "--limit", "1500", "--threads", "1", "--log-format", "json",
+        "run", "--source", "fashion-mnist", "--limit", "1600", "--threads", "1", "--log-format", "json",
         "--set", f"paths.dataset={fashion_mnist_dir}", "--set", "plasticity.interval=500",
+        cwd=tmp_path,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     evs = events(out.stderr)
     names = [e["event"] for e in evs]
-    assert names[0] == "stream.started" and names[-1] == "stream.finished"
-    assert names.count("plasticity.rewired") == 3
+    assert names[0] == "daemon.ready" and names[-1] == "stream.finished"
+    assert names.count("plasticity.rewired") == 3  # every >= 500 samples, in micro-batches of 32: at 512, 1024, 1536
     done = evs[-1]
-    assert done["samples"] == 1500 and done["trained"] == 1500
+    assert done["samples"] == 1600 and done["trained"] == 1600
     assert done["prequential_accuracy"] > 0.5 and done["test_accuracy"] > 0.6  # chance is 0.1
+    assert sorted(p.name for p in (tmp_path / "checkpoints").glob("ckpt-*.json")), "no checkpoint was written"
 
 
 @pytest.mark.slow
 def test_bench_prints_a_table_with_ratios(fashion_mnist_dir: Path, tmp_path: Path) -> None:
     out = plasticd(
-        "bench", "--samples", "300", "--micro-batch", "8", "--rewire-sizes", "32", "64", "--threads", "1",
+        "bench", "--samples", "300", "--set", f"paths.checkpoints={tmp_path / 'ck'}", "--micro-batch", "8", "--rewire-sizes", "32", "64", "--threads", "1",
         "--only", "plastic-b1", "plastic-b8", "mlp", "--json", str(tmp_path / "b.json"),
         "--set", f"paths.dataset={fashion_mnist_dir}",
     )  # fmt: skip

@@ -47,6 +47,15 @@ class InputNorm:
             return x
         return (x - self.mean) * torch.rsqrt(self.var + EPS)
 
+    def snapshot(self) -> tuple[Tensor, Tensor, int]:
+        """A copy of the statistics, for ``restore`` when a step is rejected."""
+        return self.mean.clone(), self.var.clone(), self.count
+
+    def restore(self, snapshot: tuple[Tensor, Tensor, int]) -> None:
+        mean, var, self.count = snapshot
+        self.mean.copy_(mean)
+        self.var.copy_(var)
+
     def state_dict(self) -> dict[str, Tensor]:
         return {"mean": self.mean, "var": self.var, "count": torch.tensor(self.count, dtype=torch.int64)}
 

@@ -5,14 +5,14 @@ connection we keep (all N × N, all updated with whole-tensor ops):
 
 * ``coact``  float16 — EMA of the activation cosine similarity |h_i·h_j| / (‖h_i‖‖h_j‖)
 * ``credit`` float16 — EMA of the first-order saliency |w ⊙ ∂L/∂w|, scaled to [0, 1]
-* ``age``    int16   — training steps the connection has existed (saturates at 32767)
+* ``age``    int16   — labelled samples learned while the connection existed (saturates at 32767)
 
 Statistics come from a batched forward/backward pass over a small buffer
 of recent labelled samples, taken when a cycle runs; the per-sample hot
 path pays nothing for them. A cycle then
 
 1. prunes the ``prune_fraction`` of active connections with the smallest
-   ``|w|`` (or credit) among those at least ``min_age`` steps old, and
+   ``|w|`` (or credit) among those at least ``min_age`` samples old, and
 2. regrows as many absent ones (not those just pruned) with the largest
    dense gradient ``|∂L/∂w|`` (RigL), co-activation (Hebbian) or both,
 
@@ -39,7 +39,7 @@ class PlasticityConfig:
     prune_fraction: float = 0.1  # share of active connections pruned per cycle
     prune_score: str = "magnitude"  # "magnitude" (|w|) or "credit" (EMA of |w * grad|)
     regrow: str = "gradient"  # "gradient" (RigL), "coactivation" (Hebbian) or "mixed"
-    min_age: int = 500  # steps a connection lives before it may be pruned
+    min_age: int = 500  # labelled samples a connection lives through before it may be pruned
     min_sparsity: float = 0.3  # the active count never exceeds (1 - min_sparsity) N²
     max_sparsity: float = 0.7  # ... nor falls below (1 - max_sparsity) N²
     stats_decay: float = 0.8  # EMA decay of coact/credit across cycles
@@ -86,10 +86,10 @@ class UsageStats:
         self.credit.copy_(torch.lerp(self.credit.float(), credit, 1.0 - keep))
         self.observations += 1
 
-    def advance_age(self, steps: int, mask: Tensor) -> None:
-        """Age active connections by ``steps`` training steps (saturating), keep absent ones at 0."""
-        steps = min(max(steps, 0), AGE_MAX)
-        self.age.clamp_(max=AGE_MAX - steps).add_(steps).mul_(mask)
+    def advance_age(self, samples: int, mask: Tensor) -> None:
+        """Age active connections by ``samples`` learned samples (saturating), keep absent ones at 0."""
+        samples = min(max(samples, 0), AGE_MAX)
+        self.age.clamp_(max=AGE_MAX - samples).add_(samples).mul_(mask)
 
     def reset_entries(self, flat_index: Tensor) -> None:
         """Forget the history of connections that were just pruned or regrown."""

@@ -1,0 +1,231 @@
+"""Claim-by-rename and the work area where claimed files wait for a checkpoint.
+
+A file is *claimed* by an atomic ``rename`` out of its source folder into
+``<work>/<session>/`` before it is read (Maildir style): of two processes
+racing for the same file exactly one rename succeeds. Claimed files stay in
+the work area until a durable checkpoint covers the training they caused;
+only then do they move on to their destination (processed/ or done/).
+Invalid files go to the failed folder at once, with a ``.error.json``
+sidecar, since they never touch the model.
+
+A *session* is one process run over one source: ``session.json`` records the
+source and destination folders so that, after a crash, the next run knows
+where each leftover claim belongs. Claim file names are
+``<seq:08d>~<original name>``, so the original name survives a crash
+(truncated only if it would exceed the file-system's name limit).
+
+Nothing is ever overwritten: a destination name that exists already gets
+``~<n>`` before its extension.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from plasticd.errors import PlasticdError
+
+SESSION_FILE = "session.json"
+NAME_MAX = 255  # bytes, the usual limit of one path component
+_SEP = "~"
+
+
+class WorkAreaError(PlasticdError):
+    """The work area is unusable (e.g. it belongs to another model)."""
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make renames into or out of ``folder`` durable."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_json_atomic(path: Path, payload: dict) -> None:
+    """Write ``payload`` to ``path`` via a temp file in the same folder: readers never see half a file."""
+    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(payload, f, indent=1, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _fit_name(name: str, prefix: str) -> str:
+    """``prefix + name``, shortened in the middle of ``name`` to fit NAME_MAX bytes."""
+    raw = os.fsencode(name)
+    room = NAME_MAX - len(os.fsencode(prefix))
+    if len(raw) > room:
+        stem, ext = os.path.splitext(name)
+        ext_raw = os.fsencode(ext)[:16]
+        raw = os.fsencode(stem)[: room - len(ext_raw)] + ext_raw
+    return prefix + os.fsdecode(raw)
+
+
+def move_no_overwrite(src: Path, folder: Path, name: str) -> Path:
+    """Move ``src`` into ``folder`` under ``name``, or ``stem~N.ext`` if that is taken; never overwrites.
+
+    Uses ``link`` + ``unlink`` (``link`` fails if the target exists); falls back
+    to ``rename`` for things that cannot be hard-linked (directories, some file systems).
+    """
+    stem, ext = os.path.splitext(name)
+    for n in range(10_000):
+        target = folder / (_fit_name(name, "") if n == 0 else _fit_name(f"{stem}{_SEP}{n}{ext}", ""))
+        try:
+            os.link(src, target, follow_symlinks=False)
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.EXDEV, errno.ENOTSUP, errno.EMLINK, errno.EISDIR):
+                raise
+            if os.path.lexists(target):
+                continue
+            os.rename(src, target)
+            return target
+        os.unlink(src)
+        return target
+    raise WorkAreaError(f"no free name for {name!r} in {folder}")
+
+
+@dataclass(frozen=True)
+class Session:
+    id: str
+    folder: Path  # <work>/<id>
+    source: Path
+    destination: Path
+
+    @property
+    def record(self) -> dict:
+        return {"id": self.id, "source": str(self.source), "destination": str(self.destination), "pid": os.getpid()}
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A file this process owns: it sits in ``path`` until it is moved on."""
+
+    session: Session
+    path: Path  # inside session.folder
+    seq: int
+
+    @property
+    def key(self) -> str:
+        """Stable across restarts: names the claim in checkpoints and prediction ids."""
+        return f"{self.session.id}/{self.path.name}"
+
+    @property
+    def original_name(self) -> str:
+        return self.path.name.split(_SEP, 1)[1]
+
+
+class WorkArea:
+    """``paths.work``: per-session folders of claimed files, tied to one model's checkpoints."""
+
+    def __init__(self, work: Path, failed: Path, owner: Path) -> None:
+        self.root = work
+        self.failed = failed
+        for folder in (work, failed):
+            folder.mkdir(parents=True, exist_ok=True)
+        self._check_owner(owner.resolve())
+
+    def _check_owner(self, owner: Path) -> None:
+        """Refuse a work area whose claims belong to another checkpoint folder (another model)."""
+        marker = self.root / "OWNER"
+        if marker.exists():
+            recorded = marker.read_text(encoding="utf-8").strip()
+            if recorded != str(owner):
+                raise WorkAreaError(
+                    f"work folder {self.root} holds claims of the model in {recorded}, not {owner}; "
+                    "give each checkpoint folder its own paths.work"
+                )
+        else:
+            marker.write_text(f"{owner}\n", encoding="utf-8")
+
+    def open_session(self, source: Path, destination: Path) -> Session:
+        sid = f"s{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+        folder = self.root / sid
+        folder.mkdir()
+        destination.mkdir(parents=True, exist_ok=True)
+        session = Session(id=sid, folder=folder, source=source.resolve(), destination=destination.resolve())
+        write_json_atomic(folder / SESSION_FILE, session.record)
+        fsync_dir(self.root)
+        return session
+
+    def sessions(self) -> list[Session]:
+        """Sessions found on disk (earlier runs included), oldest first."""
+        out = []
+        for folder in sorted(p for p in self.root.iterdir() if p.is_dir() and not p.is_symlink()):
+            try:
+                record = json.loads((folder / SESSION_FILE).read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue  # not a session folder (or its record never became durable: it is empty)
+            out.append(Session(id=record["id"], folder=folder, source=Path(record["source"]), destination=Path(record["destination"])))
+        return out
+
+    @staticmethod
+    def claims_of(session: Session) -> list[Claim]:
+        """The claimed files still waiting in ``session``, in claim order."""
+        claims = []
+        for entry in sorted(os.listdir(session.folder)):
+            seq, sep, _ = entry.partition(_SEP)
+            if sep and seq.isdigit():
+                claims.append(Claim(session=session, path=session.folder / entry, seq=int(seq)))
+        return claims
+
+    @staticmethod
+    def remove_if_empty(session: Session) -> bool:
+        if any(name != SESSION_FILE for name in os.listdir(session.folder)):
+            return False
+        (session.folder / SESSION_FILE).unlink(missing_ok=True)
+        session.folder.rmdir()
+        return True
+
+
+class Claimer:
+    """Claims files for one session with consecutive sequence numbers."""
+
+    def __init__(self, session: Session, start_seq: int = 0) -> None:
+        self.session = session
+        self._seq = start_seq
+
+    def claim(self, src: Path) -> Claim | None:
+        """Take ``src`` by rename; None if another process (or a producer) got there first."""
+        seq = self._seq
+        target = self.session.folder / _fit_name(src.name, f"{seq:08d}{_SEP}")
+        try:
+            os.rename(src, target)
+        except FileNotFoundError:
+            return None
+        self._seq += 1
+        return Claim(session=self.session, path=target, seq=seq)
+
+
+def quarantine(claim: Claim, failed: Path, reason: str, message: str, error_type: str) -> Path:
+    """Move an invalid file to ``failed``, then write its ``<name>.error.json`` sidecar next to it.
+
+    A crash between the two leaves the file without its sidecar; the reason
+    is still in the log (``sample.quarantined``).
+    """
+    target_name = claim.original_name
+    final = move_no_overwrite(claim.path, failed, target_name)
+    sidecar = final.with_name(final.name + ".error.json")
+    write_json_atomic(
+        sidecar,
+        {
+            "file": claim.original_name,
+            "claim": claim.key,
+            "reason": reason,
+            "message": message,
+            "exception": error_type,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        },
+    )
+    return final

@@ -1,0 +1,55 @@
+"""systemd's notify protocol (sd_notify(3)), spoken directly on $NOTIFY_SOCKET.
+
+Under ``Type=notify`` the service manager waits for ``READY=1``; with
+``WatchdogSec=`` it expects ``WATCHDOG=1`` pings more often than that;
+``STATUS=`` lines show in ``systemctl status``; ``STOPPING=1`` announces a
+clean shutdown. Outside systemd (no $NOTIFY_SOCKET) every call is a no-op.
+The protocol is one datagram per message; the only well-kept Python binding
+(systemd-python) needs libsystemd headers to build, so we speak it ourselves.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+
+class Notifier:
+    def __init__(self, address: str | None = None) -> None:
+        address = address if address is not None else os.environ.get("NOTIFY_SOCKET")
+        self._sock: socket.socket | None = None
+        self._address = ""
+        if address:
+            self._address = "\0" + address[1:] if address.startswith("@") else address
+            self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+
+    @property
+    def enabled(self) -> bool:
+        return self._sock is not None
+
+    def send(self, *fields: str) -> bool:
+        """Send ``KEY=value`` fields as one message; False if not under systemd or the send failed."""
+        if self._sock is None:
+            return False
+        try:
+            self._sock.sendto("\n".join(fields).encode(), self._address)
+        except OSError:
+            return False
+        return True
+
+    def ready(self, status: str) -> bool:
+        return self.send("READY=1", f"STATUS={status}", f"MAINPID={os.getpid()}")
+
+    def status(self, status: str) -> bool:
+        return self.send(f"STATUS={status}")
+
+    def watchdog(self) -> bool:
+        return self.send("WATCHDOG=1")
+
+    def stopping(self, status: str) -> bool:
+        return self.send("STOPPING=1", f"STATUS={status}")
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None

@@ -1,0 +1,149 @@
+"""decode + validate → Engine.step → predictions out; invalid items quarantined.
+
+The same pipeline serves the inbox daemon, one-shot ingest and the
+Fashion-MNIST stream. Whole items are packed into micro-batches of at most
+``train.max_batch`` samples (each sample still predicted before the step
+that trains on it). A micro-batch the engine rejects as non-finite changed
+nothing and is retried one item at a time, so only the guilty file is
+quarantined; a file larger than one micro-batch is learned all or nothing
+(the engine state is restored if a later step of it is rejected).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from plasticd.claims import quarantine
+from plasticd.engine import Engine, RewireReport, StepResult
+from plasticd.errors import NonFiniteError, SampleError
+from plasticd.feeds import Item
+from plasticd.log import get_logger
+from plasticd.predictions import PredictionWriter
+from plasticd.samples import SampleBatch
+
+
+@dataclass
+class Outcome:
+    """What one call of ``Pipeline.process`` did."""
+
+    done: list[Item] = field(default_factory=list)  # predicted (and trained on, if labelled)
+    failed: list[Item] = field(default_factory=list)  # quarantined
+    samples: int = 0
+    rewires: list[RewireReport] = field(default_factory=list)
+
+
+class Pipeline:
+    def __init__(
+        self, engine: Engine, predictions: PredictionWriter, failed_folder: Path, max_batch: int, sample_log_level: str = "info"
+    ) -> None:
+        self.engine = engine
+        self.sample_log_level = sample_log_level
+        self.predictions = predictions
+        self.failed_folder = failed_folder
+        self.max_batch = max_batch
+        self.log = get_logger("pipeline")
+
+    def process(self, items: list[Item]) -> Outcome:
+        out = Outcome()
+        loaded: list[tuple[Item, SampleBatch]] = []
+        for item in items:
+            try:
+                loaded.append((item, item.load()))
+            except SampleError as exc:
+                self._reject(item, exc.reason, str(exc), type(exc).__name__, out)
+        for group in self._groups(loaded):
+            if len(group) == 1 and len(group[0][1].y) > self.max_batch:
+                self._step_big(group[0], out)
+                continue
+            try:
+                self._step(group, out)
+            except NonFiniteError:
+                for one in group:  # find the guilty item(s): the rejected step changed nothing
+                    try:
+                        self._step([one], out)
+                    except NonFiniteError as exc:
+                        self._reject(one[0], "non_finite_training", str(exc), type(exc).__name__, out)
+        return out
+
+    def _groups(self, loaded: list[tuple[Item, SampleBatch]]) -> list[list[tuple[Item, SampleBatch]]]:
+        """Consecutive items packed into micro-batches of at most max_batch samples; a larger item alone."""
+        groups: list[list[tuple[Item, SampleBatch]]] = []
+        size = self.max_batch
+        for pair in loaded:
+            n = len(pair[1].y)
+            if groups and size + n <= self.max_batch:
+                groups[-1].append(pair)
+                size += n
+            else:
+                groups.append([pair])
+                size = n
+        return groups
+
+    def _step_big(self, pair: tuple[Item, SampleBatch], out: Outcome) -> None:
+        """A file of more than max_batch samples takes several steps: all of them, or none."""
+        tensors, meta = self.engine.state()
+        saved = ({k: v.clone() for k, v in tensors.items()}, meta)
+        try:
+            self._step([pair], out)
+        except NonFiniteError as exc:
+            self.engine.load_state(*saved)
+            self._reject(pair[0], "non_finite_training", str(exc), type(exc).__name__, out)
+
+    def _step(self, loaded: list[tuple[Item, SampleBatch]], out: Outcome) -> None:
+        """Step through the concatenated samples of ``loaded``, max_batch at a time."""
+        x = np.concatenate([b.x for _, b in loaded])
+        y = np.concatenate([b.y for _, b in loaded])
+        owner = np.repeat(np.arange(len(loaded)), [len(b.y) for _, b in loaded])
+        index = np.concatenate([np.arange(len(b.y)) for _, b in loaded])
+        xt = torch.from_numpy(x)
+        records, rewires = [], []
+        for start in range(0, len(y), self.max_batch):
+            end = min(start + self.max_batch, len(y))
+            seq0 = self.engine.metrics.seen
+            result = self.engine.step(xt[start:end], y[start:end])
+            if result.rewire is not None:
+                rewires.append(result.rewire)
+            records += self._records(loaded, owner[start:end], index[start:end], result, seq0)
+        self.predictions.write(records)
+        emit = getattr(self.log, self.sample_log_level)
+        for rec in records:
+            emit("sample.processed", **rec)
+        out.rewires += rewires
+        out.done += [item for item, _ in loaded]
+        out.samples += len(y)
+
+    @staticmethod
+    def _records(loaded, owner: np.ndarray, index: np.ndarray, result: StepResult, seq0: int) -> list[dict]:
+        now = time.time()
+        records = []
+        for j in range(len(owner)):
+            item = loaded[int(owner[j])][0]
+            label = int(result.labels[j])
+            labelled = label >= 0
+            records.append(
+                {
+                    "id": f"{item.key}#{int(index[j])}",
+                    "file": item.name,
+                    "index": int(index[j]),
+                    "predicted": int(result.predicted[j]),
+                    "confidence": round(float(result.confidence[j]), 6),
+                    "label": label if labelled else None,
+                    "correct": bool(result.predicted[j] == label) if labelled else None,
+                    "loss": round(float(result.loss[j]), 6) if labelled else None,
+                    "seq": seq0 + j,
+                    "latency_ms": round((now - item.arrived) * 1e3, 3),
+                }
+            )
+        return records
+
+    def _reject(self, item: Item, reason: str, message: str, error_type: str, out: Outcome) -> None:
+        where = None
+        if item.claim is not None:
+            where = str(quarantine(item.claim, self.failed_folder, reason, message, error_type))
+        self.log.warning("sample.quarantined", file=item.name, reason=reason, error=message, exception=error_type, moved_to=where)
+        out.failed.append(item)

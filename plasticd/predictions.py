@@ -1,0 +1,49 @@
+"""The predictions journal: one JSON line per sample, for programs to pick up.
+
+Each record carries a stable ``id`` (``<claim key>#<index>``): after a crash,
+samples not yet covered by a checkpoint are processed again and their
+predictions re-emitted with the same id, so consumers can de-duplicate.
+The file is rotated by size (``predictions.jsonl.1`` … ``.N``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import IO
+
+
+class PredictionWriter:
+    def __init__(self, path: Path, max_bytes: int = 256 * 1024 * 1024, keep: int = 3) -> None:
+        self.path = path
+        self.max_bytes = max_bytes
+        self.keep = keep
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file: IO[str] = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+
+    def write(self, records: list[dict]) -> None:
+        """Append records and flush them to the OS (a crash loses nothing already written)."""
+        if not records:
+            return
+        self._file.write("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records))
+        self._file.flush()
+        if self._file.tell() >= self.max_bytes:
+            self._rotate()
+
+    def _rotate(self) -> None:
+        self._file.close()
+        for i in range(self.keep - 1, 0, -1):
+            older = self.path.with_name(f"{self.path.name}.{i}")
+            if older.exists():
+                os.replace(older, self.path.with_name(f"{self.path.name}.{i + 1}"))
+        os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
+        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+
+    def sync(self) -> None:
+        """Make everything written so far durable (called with each checkpoint)."""
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        self._file.close()

@@ -1,0 +1,158 @@
+"""Where sample files come from: a watched inbox, or a folder drained once.
+
+Inbox: a watchdog observer turns file-system events into *hints* and wakes
+the worker; it never reads or moves a file itself. Because watchdog sends
+nothing for files that were there before it started, and can drop events
+when the kernel queue overflows, the worker also scans the folder at
+start-up and every ``daemon.rescan_seconds``.
+
+Files still being written are never taken: names starting with a dot or
+ending in ``.tmp``/``.part`` are ignored (producers write those, then rename
+into place); a file announced by a rename or a close-after-write event is
+ready at once; one found only by a scan must be ``settle_seconds`` old.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+
+from watchdog.events import FileClosedEvent, FileCreatedEvent, FileMovedEvent, FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+
+from plasticd.log import get_logger
+
+IGNORED_SUFFIXES = (".tmp", ".part")
+MOVE_PAIRING_DELAY_S = 0.002
+
+
+def _shorten_move_pairing() -> None:
+    """Claiming moves a file *out of* the inbox: inotify reports an IN_MOVED_FROM with no
+    IN_MOVED_TO in a watched folder. watchdog holds such an event up to 0.5 s hoping to
+    pair it, and its queue is FIFO, so every hint behind it waits too: 0.5 s of added
+    latency per claim. Both halves of a real rename arrive in the same read, so pairing
+    within 2 ms loses nothing."""
+    try:
+        from watchdog.observers.inotify_move_event_grouper import InotifyMoveEventGrouper
+    except ImportError:  # not Linux, or another watchdog layout: keep its default
+        return
+    InotifyMoveEventGrouper.delay = MOVE_PAIRING_DELAY_S
+
+
+def is_candidate(name: str) -> bool:
+    """Whether a directory entry may be a finished sample file (not a producer's work in progress)."""
+    return bool(name) and not name.startswith(".") and not name.lower().endswith(IGNORED_SUFFIXES)
+
+
+class FolderSource:
+    """Candidates from a folder listing, oldest first; the basis of both sources."""
+
+    def __init__(self, folder: Path, settle_seconds: float = 0.0) -> None:
+        self.folder = folder
+        self.settle_seconds = settle_seconds
+        self._ready: OrderedDict[str, None] = OrderedDict()  # names ready to claim, arrival order
+        self._lock = threading.Lock()
+
+    def _mark_ready(self, name: str) -> None:
+        with self._lock:
+            self._ready[name] = None
+
+    def scan(self) -> int:
+        """List the folder; add every finished candidate. Returns how many are ready."""
+        now = time.time()
+        found = []
+        with os.scandir(self.folder) as entries:
+            for entry in entries:
+                if not is_candidate(entry.name):
+                    continue
+                try:
+                    mtime = entry.stat(follow_symlinks=False).st_mtime
+                except FileNotFoundError:
+                    continue  # claimed or removed meanwhile
+                if now - mtime >= self.settle_seconds:
+                    found.append((mtime, entry.name))
+        with self._lock:
+            for _, name in sorted(found):
+                self._ready.setdefault(name, None)
+            return len(self._ready)
+
+    def take(self, limit: int) -> list[Path]:
+        """Up to ``limit`` ready paths, oldest first; each is handed out once."""
+        with self._lock:
+            names = []
+            while self._ready and len(names) < limit:
+                names.append(self._ready.popitem(last=False)[0])
+        return [self.folder / name for name in names]
+
+    @property
+    def backlog(self) -> int:
+        with self._lock:
+            return len(self._ready)
+
+
+class _Hints(FileSystemEventHandler):
+    def __init__(self, source: InboxSource) -> None:
+        self.source = source
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.is_directory:
+            return
+        if isinstance(event, FileMovedEvent):
+            path = os.fsdecode(event.dest_path)
+        elif isinstance(event, (FileClosedEvent, FileCreatedEvent)):
+            path = os.fsdecode(event.src_path)
+        else:
+            return
+        folder, name = os.path.split(path)
+        if Path(folder) != self.source.folder or not is_candidate(name):
+            return
+        if isinstance(event, FileCreatedEvent):
+            return  # written in place: wait for the close-after-write event (or the settle time)
+        self.source._mark_ready(name)
+        self.source.wake()
+
+
+class InboxSource(FolderSource):
+    """The daemon's inbox: events wake the worker, scans make sure nothing is missed."""
+
+    def __init__(self, folder: Path, settle_seconds: float, wake: Callable[[], None]) -> None:
+        super().__init__(folder, settle_seconds)
+        self.wake = wake
+        self._observer: Observer | None = None
+        self.log = get_logger("inbox")
+
+    def start(self) -> None:
+        _shorten_move_pairing()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.folder = self.folder.resolve()
+        observer = Observer()
+        # Only the events that can make a file ready: the kernel then does not wake
+        # us (and take the GIL from the worker) for every open/read/modify.
+        observer.schedule(
+            _Hints(self), str(self.folder), recursive=False, event_filter=[FileMovedEvent, FileClosedEvent, FileCreatedEvent]
+        )
+        observer.daemon = True
+        observer.start()
+        self._observer = observer
+
+    def stop(self) -> None:
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join(timeout=5)
+            self._observer = None
+
+    def scan(self) -> int:
+        """As FolderSource.scan, but a vanished inbox is recreated (and watched again) with a loud event."""
+        try:
+            if self._observer is not None and not self._observer.is_alive():
+                raise FileNotFoundError(self.folder)
+            return super().scan()
+        except FileNotFoundError:
+            self.log.error("inbox.missing", folder=str(self.folder), action="recreated")
+            self.stop()
+            self.start()
+            return super().scan()
