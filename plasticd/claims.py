@@ -71,6 +71,14 @@ def _fit_name(name: str, prefix: str) -> str:
     return prefix + os.fsdecode(raw)
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        sa, sb = os.lstat(a), os.lstat(b)
+    except FileNotFoundError:
+        return False
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
+
+
 def move_no_overwrite(src: Path, folder: Path, name: str) -> Path:
     """Move ``src`` into ``folder`` under ``name``, or ``stem~N.ext`` if that is taken; never overwrites.
 
@@ -83,6 +91,9 @@ def move_no_overwrite(src: Path, folder: Path, name: str) -> Path:
         try:
             os.link(src, target, follow_symlinks=False)
         except FileExistsError:
+            if _same_file(src, target):  # a crash came between our link and unlink: finish that move
+                os.unlink(src)
+                return target
             continue
         except OSError as exc:
             if exc.errno not in (errno.EPERM, errno.EXDEV, errno.ENOTSUP, errno.EMLINK, errno.EISDIR):
@@ -166,7 +177,11 @@ class WorkArea:
             try:
                 record = json.loads((folder / SESSION_FILE).read_text(encoding="utf-8"))
             except (OSError, ValueError):
-                continue  # not a session folder (or its record never became durable: it is empty)
+                # A crash between mkdir and the record leaves an empty folder (claims
+                # start only once the record is durable): tidy it; leave anything else be.
+                if not any(folder.iterdir()):
+                    folder.rmdir()
+                continue
             out.append(Session(id=record["id"], folder=folder, source=Path(record["source"]), destination=Path(record["destination"])))
         return out
 
@@ -197,13 +212,23 @@ class Claimer:
         self._seq = start_seq
 
     def claim(self, src: Path) -> Claim | None:
-        """Take ``src`` by rename; None if another process (or a producer) got there first."""
+        """Take ``src`` by rename; None if another process (or a producer) got there first.
+
+        A session folder deleted under us (an operator cleaning up) is recreated.
+        """
         seq = self._seq
         target = self.session.folder / _fit_name(src.name, f"{seq:08d}{_SEP}")
         try:
             os.rename(src, target)
         except FileNotFoundError:
-            return None
+            if self.session.folder.is_dir():
+                return None  # the source is gone: claimed elsewhere
+            self.session.folder.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(self.session.folder / SESSION_FILE, self.session.record)
+            try:
+                os.rename(src, target)
+            except FileNotFoundError:
+                return None
         self._seq += 1
         return Claim(session=self.session, path=target, seq=seq)
 
@@ -214,8 +239,8 @@ def quarantine(claim: Claim, failed: Path, reason: str, message: str, error_type
     A crash between the two leaves the file without its sidecar; the reason
     is still in the log (``sample.quarantined``).
     """
-    target_name = claim.original_name
-    final = move_no_overwrite(claim.path, failed, target_name)
+    failed.mkdir(parents=True, exist_ok=True)
+    final = move_no_overwrite(claim.path, failed, claim.original_name)
     sidecar = final.with_name(final.name + ".error.json")
     write_json_atomic(
         sidecar,

@@ -109,18 +109,24 @@ def _serve(worker: Worker, settings: Settings, source: FolderSource | None) -> R
     return RunSummary(c.files_processed, c.files_failed, c.samples, m.accuracy, m.samples_trained, time.monotonic() - start)
 
 
+def build_file_worker(settings: Settings, source: FolderSource, destination: Path, mode: str = "daemon") -> Worker:
+    """A worker over files from ``source`` that go to ``destination`` (call under ``model_lock``)."""
+    p = settings.paths
+    engine, store, predictions = _common(settings)
+    work = WorkArea(p.work, p.failed, owner=p.checkpoints)
+    session = work.open_session(source.folder, destination)
+    feed = FileFeed(source, Claimer(session), settings.model.input_dim, settings.model.num_classes, _limits(settings))
+    pipeline = Pipeline(engine, predictions, p.failed, settings.train.max_batch)
+    return Worker(settings, engine, store, feed, pipeline, predictions, Notifier(), work=work, session=session, mode=mode)  # type: ignore[arg-type]
+
+
 def run_inbox(settings: Settings) -> RunSummary:
     """The daemon: watch ``paths.inbox`` until SIGTERM/SIGINT."""
     p = settings.paths
     with model_lock(p.checkpoints):
-        engine, store, predictions = _common(settings)
-        work = WorkArea(p.work, p.failed, owner=p.checkpoints)
-        session = work.open_session(p.inbox, p.processed)
+        p.inbox.mkdir(parents=True, exist_ok=True)
         source = InboxSource(p.inbox, settings.daemon.settle_seconds, wake=lambda: None)
-        source.folder.mkdir(parents=True, exist_ok=True)
-        feed = FileFeed(source, Claimer(session), settings.model.input_dim, settings.model.num_classes, _limits(settings))
-        pipeline = Pipeline(engine, predictions, p.failed, settings.train.max_batch)
-        worker = Worker(settings, engine, store, feed, pipeline, predictions, Notifier(), work=work, session=session)
+        worker = build_file_worker(settings, source, p.processed)
         return _serve(worker, settings, source)
 
 
@@ -130,13 +136,8 @@ def run_ingest(settings: Settings, folder: Path, destination: Path, progress: bo
         raise PlasticdError(f"ingest: {folder} is not a folder")
     p = settings.paths
     with model_lock(p.checkpoints):
-        engine, store, predictions = _common(settings)
-        work = WorkArea(p.work, p.failed, owner=p.checkpoints)
-        session = work.open_session(folder, destination)
         source = FolderSource(folder.resolve(), settle_seconds=0.0)
-        feed = FileFeed(source, Claimer(session), settings.model.input_dim, settings.model.num_classes, _limits(settings))
-        pipeline = Pipeline(engine, predictions, p.failed, settings.train.max_batch)
-        worker = Worker(settings, engine, store, feed, pipeline, predictions, Notifier(), work=work, session=session, mode="burst")
+        worker = build_file_worker(settings, source, destination, mode="burst")
         if progress:
             _attach_progress(worker, folder)
         return _serve(worker, settings, source)

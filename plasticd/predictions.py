@@ -14,12 +14,32 @@ from pathlib import Path
 from typing import IO
 
 
+def _drop_torn_tail(path: Path) -> None:
+    """A kill -9 mid-write can leave half a line at the end: cut it, so every line parses."""
+    try:
+        with open(path, "rb+") as f:
+            size = f.seek(0, os.SEEK_END)
+            if size == 0:
+                return
+            f.seek(max(0, size - 1))
+            if f.read(1) == b"\n":
+                return
+            block = min(size, 1 << 20)
+            f.seek(size - block)
+            tail = f.read(block)
+            cut = tail.rfind(b"\n")
+            f.truncate(size - block + cut + 1 if cut >= 0 else (0 if block == size else size))
+    except FileNotFoundError:
+        return
+
+
 class PredictionWriter:
     def __init__(self, path: Path, max_bytes: int = 256 * 1024 * 1024, keep: int = 3) -> None:
         self.path = path
         self.max_bytes = max_bytes
         self.keep = keep
         path.parent.mkdir(parents=True, exist_ok=True)
+        _drop_torn_tail(path)
         self._file: IO[str] = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
 
     def write(self, records: list[dict]) -> None:
