@@ -121,6 +121,11 @@ class Engine:
         self.steps = 0  # optimizer steps taken
         self.trained_at_rewire = 0  # labelled samples trained on when the last plasticity cycle ran
         self.rewires = 0
+        # A persistent identity per neuron: growth gives new neurons fresh ids and
+        # retirement drops ids, so anything kept across size changes (merge bases,
+        # logs) can line neurons up by id rather than by position.
+        self.neuron_ids = torch.arange(self.cfg.neurons, dtype=torch.int64)  # (N,) on the CPU
+        self.next_neuron_id = self.cfg.neurons
         self._scratch: Tensor | None = None  # (N, N) float32 score buffer for plasticity cycles
         self._bind_parameters()
 
@@ -280,7 +285,9 @@ class Engine:
                 if isinstance(value, Tensor):
                     tensors[f"optim.{name}.{slot}"] = value
         tensors["rng.plasticity"] = self.rng.get_state()
+        tensors["neuron_ids"] = self.neuron_ids
         meta = {
+            "next_neuron_id": self.next_neuron_id,
             "steps": self.steps,
             "trained_at_rewire": self.trained_at_rewire,
             "rewires": self.rewires,
@@ -322,6 +329,8 @@ class Engine:
         self.metrics.load_state_dict({k: tensors[f"metrics.{k}"].numpy() for k in ("correct_ring", "loss_ring", "counters")})
         self.rng.set_state(tensors["rng.plasticity"].cpu())
         self.steps, self.trained_at_rewire, self.rewires = meta["steps"], meta["trained_at_rewire"], meta["rewires"]
+        self.neuron_ids = tensors["neuron_ids"].cpu().to(torch.int64) if "neuron_ids" in tensors else torch.arange(n)
+        self.next_neuron_id = int(meta.get("next_neuron_id", int(self.neuron_ids.max()) + 1 if n else 0))
         self._bind_parameters()
         if arch.get("optimizer") == self.settings.train.optimizer:
             for name, p in self.live.items():
