@@ -94,7 +94,7 @@ class CheckpointStore:
     def __init__(self, folder: Path, keep: int = 3) -> None:
         if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
             raise CheckpointError(f"checkpoint keep must be an integer >= 1, got {keep!r}")
-        self.folder = Path(folder)
+        self.folder = Path(folder).absolute()  # messages name it unambiguously, whatever the working directory
         self.keep = keep
         try:
             self.folder.mkdir(parents=True, exist_ok=True)

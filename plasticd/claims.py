@@ -161,9 +161,17 @@ class WorkArea:
             marker.write_text(f"{owner}\n", encoding="utf-8")
 
     def open_session(self, source: Path, destination: Path) -> Session:
-        sid = f"s{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
-        folder = self.root / sid
-        folder.mkdir()
+        stamp = f"s{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+        for n in range(1000):  # one process may open several sessions within a second (ingest after ingest)
+            sid = stamp if n == 0 else f"{stamp}-{n}"
+            folder = self.root / sid
+            try:
+                folder.mkdir()
+                break
+            except FileExistsError:
+                continue
+        else:
+            raise WorkAreaError(f"no free session name {stamp}-<n> in {self.root}")
         destination.mkdir(parents=True, exist_ok=True)
         session = Session(id=sid, folder=folder, source=source.resolve(), destination=destination.resolve())
         write_json_atomic(folder / SESSION_FILE, session.record)

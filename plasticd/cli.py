@@ -118,6 +118,33 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     _setup(settings)
+    if args.continual:
+        from plasticd.bench_continual import ContinualOptions, run_continual
+
+        return run_continual(
+            settings,
+            ContinualOptions(
+                streams=tuple(args.streams),
+                variants=tuple(args.variants),
+                seeds=tuple(args.seeds),
+                samples_per_task=args.samples_per_task,
+                micro_batch=args.micro_batch_continual,
+                replay_size=args.replay_size,
+                lam=args.lam,
+                jobs=args.jobs,
+                json_out=args.json,
+            ),
+        )
+    if args.growth:
+        from plasticd.bench_growth import GrowthBenchOptions, run_growth_bench
+
+        return run_growth_bench(
+            settings,
+            GrowthBenchOptions(
+                samples=args.samples, epochs=args.epochs, micro_batch=args.growth_batch, seeds=args.growth_seeds,
+                start_neurons=args.start_neurons, json_out=args.json,
+            ),
+        )  # fmt: skip
     if args.daemon:
         from plasticd.bench_daemon import DaemonBenchOptions, run_daemon_bench
 
@@ -245,6 +272,44 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--rate", type=float, default=100.0, help="steady arrival rate in files/s (default 100)")
     g.add_argument("--seconds", type=float, default=10.0, help="length of the steady phase (default 10)")
     g.add_argument("--formats", nargs="+", choices=["json", "npz"], default=["json", "npz"], help="backlog file formats")
+    g = p.add_argument_group("continual-learning benchmark (--continual)")
+    g.add_argument(
+        "--continual",
+        action="store_true",
+        help="instead: 5-task domain-incremental (pixel permutations) and class-incremental (2 classes per task) "
+        "Fashion-MNIST streams; plain vs MagMax merges vs replay vs both; accuracy matrix, average accuracy, "
+        "forgetting, backward transfer, prequential accuracy; mean ± std over seeds",
+    )
+    g.add_argument("--streams", nargs="+", choices=["domain", "class"], default=["domain", "class"], help="streams (default both)")
+    g.add_argument(
+        "--variants",
+        nargs="+",
+        choices=["plain", "merges", "replay", "merges+replay", "merges-drift"],
+        default=["plain", "merges", "replay", "merges+replay"],
+        help="variants (default plain merges replay merges+replay; merges-drift: boundaries from Page-Hinkley)",
+    )
+    g.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="run seeds (default 0 1 2)")
+    g.add_argument("--samples-per-task", type=_positive_int, default=4000, help="training samples per task (default 4000)")
+    g.add_argument(
+        "--continual-batch", dest="micro_batch_continual", type=_positive_int, default=1,
+        help="samples per engine step (default 1, the daemon with no backlog)",
+    )  # fmt: skip
+    g.add_argument("--replay-size", type=_positive_int, default=1000, help="reservoir size of the replay variants (default 1000)")
+    g.add_argument(
+        "--lam", type=float, default=0.7,
+        help="λ of the merge variants (default 0.7: picked on seed 99 of the domain stream from 0.3 0.5 0.7 1.0)",
+    )  # fmt: skip
+    g.add_argument("--jobs", type=_positive_int, default=2, help="runs in parallel, one process each (default 2)")
+    g = p.add_argument_group("neuron growth benchmark (--growth; also uses --samples, --epochs, --json)")
+    g.add_argument(
+        "--growth",
+        action="store_true",
+        help="instead: a network grown from --start-neurons (settings' [growth], enabled) against fixed networks of "
+        "the start size and of the grown final size, on the same stream; accuracy, training time, N over time",
+    )
+    g.add_argument("--start-neurons", type=_positive_int, default=64, help="size the grown network starts at (default 64)")
+    g.add_argument("--growth-seeds", type=_positive_int, default=3, help="seeds, from runtime.seed on (default 3)")
+    g.add_argument("--growth-batch", type=_positive_int, default=1, help="samples per engine step (default 1)")
     _settings_args(p)
     p.set_defaults(func=cmd_bench)
 

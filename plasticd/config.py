@@ -98,6 +98,82 @@ class PlasticitySettings(_Section):
         return self
 
 
+class MergeSettings(_Section):
+    """MagMax consolidation: fold task vectors at task boundaries, write θ₀ + λ·τ* into the network."""
+
+    enabled: bool = Field(False, description="merge at task boundaries at all")
+    lam: float = Field(0.5, ge=0.0, le=2.0, description="λ in θ = θ₀ + λ·τ* (MagMax's value: 0.5)")
+    min_samples: int = Field(
+        1000, ge=1, description="labelled samples learned since the last boundary before an idle/drift/count merge runs"
+    )
+    every_samples: int = Field(0, ge=0, description="also merge after this many labelled samples (0: not on a count)")
+    on_idle: bool = Field(True, description="merge once per idle period (after daemon.idle_seconds without samples)")
+    on_drift: bool = Field(False, description="merge when Page-Hinkley on the prequential error fires (needs river)")
+    drift_threshold: float = Field(50.0, gt=0.0, description="Page-Hinkley alarm threshold λ on the cumulative error rise")
+    drift_delta: float = Field(0.005, ge=0.0, description="Page-Hinkley tolerated error rise per sample δ")
+    drift_min_samples: int = Field(30, ge=1, description="samples the detector sees before it may fire")
+
+
+class ReplaySettings(_Section):
+    """Experience replay: a reservoir of past labelled samples mixed into training steps."""
+
+    size: int = Field(0, ge=0, description="samples kept in the reservoir (0: replay off)")
+    ratio: float = Field(
+        1.0, gt=0.0, le=8.0, description="replayed samples per labelled sample in a training step (at least 1 per step)"
+    )
+
+
+class GrowthSettings(_Section):
+    """Neuron growth and retirement: capacity that follows the data (plasticd/growth_policy.py)."""
+
+    enabled: bool = Field(False, description="grow neurons on a learning plateau and retire dead ones at all")
+    interval: int = Field(
+        2000, ge=0, description="labelled samples learned between growth checks while training (0: only when idle)"
+    )
+    horizon: int = Field(
+        6000, ge=100, description="plateau: accuracy of the last `horizon` samples vs the `horizon` before them"
+    )
+    min_delta: float = Field(
+        0.005, ge=0.0, lt=1.0, description="smallest accuracy gain that counts as progress (noise, 2 standard errors, can raise it)"
+    )
+    patience: int = Field(
+        2, ge=1, description="growths in a row that bring no gain beyond noise and trend before growth stops (re-armed by a drop)"
+    )
+    grow_fraction: float = Field(0.5, gt=0.0, le=4.0, description="neurons added per growth, as a fraction of the current N")
+    division_share: float = Field(
+        0.5, ge=0.0, le=1.0, description="share of new neurons made by dividing loaded neurons; the rest by GradMax"
+    )
+    split_jitter: float = Field(
+        0.1, ge=0.0, lt=0.5, description="division shares outgoing weights alpha:1-alpha, alpha = 0.5 +- this (exact)"
+    )
+    in_noise: float = Field(
+        0.0, ge=0.0, le=1.0, description="relative symmetric noise on a divided neuron's incoming weights (first-order only)"
+    )
+    gradmax_scale: float = Field(
+        0.5, gt=0.0, le=4.0, description="norm of a GradMax neuron's non-zero side, relative to the mean existing neuron's"
+    )
+    max_neurons: int = Field(1024, ge=2, le=65536, description="capacity budget: never grow beyond this many neurons")
+    min_neurons: int = Field(16, ge=2, description="retirement never shrinks the network below this many neurons")
+    max_active_connections: int = Field(
+        0, ge=0, description="capacity budget: most active recurrent connections after a growth (0: no limit)"
+    )
+    max_cost_ratio: float = Field(
+        0.0, ge=0.0, description="capacity budget: most per-sample multiply-adds relative to model.neurons' (0: no limit)"
+    )
+    retire: bool = Field(True, description="retire neurons that are dead on the recent buffer or whose outgoing weights vanished")
+    retire_out_eps: float = Field(
+        1e-6, ge=0.0, description="outgoing weights (every copy) at most this large count as vanished; 0 keeps it exact"
+    )
+    retire_min_age: int = Field(5000, ge=0, description="labelled samples a neuron lives through before it may be retired")
+    max_retire_fraction: float = Field(0.1, ge=0.0, le=1.0, description="most neurons retired per check, as a fraction of N")
+
+    @model_validator(mode="after")
+    def _budget_ordered(self) -> GrowthSettings:
+        if self.min_neurons > self.max_neurons:
+            raise ValueError(f"min_neurons ({self.min_neurons}) exceeds max_neurons ({self.max_neurons})")
+        return self
+
+
 class RuntimeSettings(_Section):
     """Where and how the process computes."""
 
@@ -136,6 +212,12 @@ class CheckpointSettings(_Section):
     every_seconds: float = Field(60.0, gt=0.0, description="... or this many seconds with unsaved samples")
     idle_seconds: float = Field(1.0, ge=0.0, description="... or this long without new samples")
     keep: int = Field(3, ge=1, le=100, description="checkpoints kept on disk")
+    retry_seconds: float = Field(
+        5.0, gt=0.0, description="after a failed checkpoint (disk full, I/O error), wait this long before the next try; doubles per failure, up to 60x"
+    )
+    max_failures: int = Field(
+        10, ge=0, description="consecutive failed checkpoints before the daemon stops with exit code 1 (0: never stop)"
+    )
 
 
 class LimitSettings(_Section):
@@ -168,6 +250,9 @@ class Settings(BaseSettings):
     model: ModelSettings = ModelSettings()
     train: TrainSettings = TrainSettings()
     plasticity: PlasticitySettings = PlasticitySettings()
+    growth: GrowthSettings = GrowthSettings()
+    merge: MergeSettings = MergeSettings()
+    replay: ReplaySettings = ReplaySettings()
     runtime: RuntimeSettings = RuntimeSettings()
     paths: PathSettings = PathSettings()
     daemon: DaemonSettings = DaemonSettings()

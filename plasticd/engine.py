@@ -17,6 +17,7 @@ The engine is single-threaded by design: the worker thread owns it.
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -24,13 +25,17 @@ import torch
 from torch import Tensor
 
 from plasticd.config import Settings
+from plasticd.consolidate import Consolidator, MergeReport
 from plasticd.errors import CheckpointError, NonFiniteError
+from plasticd.growth_policy import GrowthPolicy, GrowthReport, growth_check
 from plasticd.metrics import MetricsSnapshot, PrequentialMetrics
 from plasticd.model.buffer import RecentBuffer
+from plasticd.model.growth import NEURON_AXES, gather_neurons
 from plasticd.model.normalize import InputNorm
 from plasticd.model.optim import OptimConfig, build_optimizer, reset_entries
 from plasticd.model.plastic_net import LIVE, PARAM_NAMES, NetConfig, Trace, backward, cross_entropy_grad, forward, init_params
 from plasticd.model.plasticity import PlasticityConfig, RewirePlan, UsageStats, plan_rewire
+from plasticd.model.replay import ReservoirBuffer
 
 UNLABELLED = -1
 
@@ -116,6 +121,9 @@ class Engine:
         self.norm = InputNorm(self.cfg.input_dim, enabled=settings.model.input_norm, device=self.device)
         self.stats = UsageStats(self.cfg.neurons, device=self.device)
         self.buffer = RecentBuffer(settings.plasticity.buffer_size, self.cfg.input_dim, device=self.device)
+        r = settings.replay  # experience replay (off by default): a reservoir mixed into training steps
+        self.replay = ReservoirBuffer(r.size, self.cfg.input_dim, self.device, seed=seed + 2) if r.size else None
+        self.consolidator = Consolidator(settings.merge)  # MagMax fold, drift detector (merge.py, consolidate.py)
         self.metrics = PrequentialMetrics(settings.train.window)
         self.rng = torch.Generator(device=self.device).manual_seed(seed + 1)
         self.steps = 0  # optimizer steps taken
@@ -126,6 +134,10 @@ class Engine:
         # logs) can line neurons up by id rather than by position.
         self.neuron_ids = torch.arange(self.cfg.neurons, dtype=torch.int64)  # (N,) on the CPU
         self.next_neuron_id = self.cfg.neurons
+        self.neuron_born = torch.zeros(self.cfg.neurons, dtype=torch.int64)  # (N,) labelled samples learned at each birth
+        self.growth = GrowthPolicy(settings)  # neuron growth/retirement: plateau history and payoff (growth_policy.py)
+        self.growth_rng = torch.Generator().manual_seed(seed + 3)  # division shares, new neurons' connections
+        self.growth_reports: deque[GrowthReport] = deque(maxlen=64)  # checks run inside step(), for the worker to log
         self._scratch: Tensor | None = None  # (N, N) float32 score buffer for plasticity cycles
         self._bind_parameters()
 
@@ -163,28 +175,58 @@ class Engine:
         norm_before = self.norm.snapshot()
         self.norm.update(x)
         xn = self.norm(x)
+        train = (labels, is_lab, n_lab)  # what _learn trains on: this batch, plus replayed rows when replay is on
+        if n_lab and self.replay is not None and len(self.replay):
+            xn, train = self._with_replay(xn, labels, is_lab, n_lab)
         # Every copy runs on the batch; predictions come from the last (the average
         # when there is one), from the weights as they were before this step's update.
         theta = self.theta if n_lab else {k: v[-1:] for k, v in self.theta.items()}
         trace = forward(theta, xn, self.cfg)
-        pred_logits = trace.logits[-1]
+        pred_logits = trace.logits[-1, :b]  # replayed rows (after the first b) are never predicted
         try:
-            if not bool(torch.isfinite(trace.logits).all()):
-                raise NonFiniteError("the network's outputs for this batch are not finite")
+            # Finite but huge inputs overflow the running variance; rsqrt(inf) = 0 would then
+            # blind the network to every later input: refuse the batch like a non-finite output.
+            # One sum each (any inf/NaN makes it non-finite; so does an overflowing sum), one sync for both.
+            if not bool(torch.isfinite(trace.logits.sum() + self.norm.var.sum())):
+                what = "outputs" if not bool(torch.isfinite(trace.logits.sum())) else "input statistics (running variance)"
+                raise NonFiniteError(f"the network's {what} for this batch are not finite")
             if n_lab:
-                self._learn(trace, labels, is_lab, n_lab)
+                self._learn(trace, *train)
         except NonFiniteError:
             self.norm.restore(norm_before)
             raise
         if n_lab:
-            self.buffer.add(x if n_lab == b else x[torch.from_numpy(is_lab).to(self.device)], labels[is_lab])
+            x_lab = x if n_lab == b else x[torch.from_numpy(is_lab).to(self.device)]
+            self.buffer.add(x_lab, labels[is_lab])
+            if self.replay is not None:
+                self.replay.add(x_lab, labels[is_lab])
         predicted, confidence, loss = _prequential(pred_logits, labels, is_lab)
-        self.metrics.update(predicted[is_lab] == labels[is_lab], loss[is_lab], unlabelled=b - n_lab, trained=n_lab)
+        correct = predicted[is_lab] == labels[is_lab]
+        self.metrics.update(correct, loss[is_lab], unlabelled=b - n_lab, trained=n_lab)
+        self.consolidator.observe(~correct)
         report = None
         interval = self.settings.plasticity.interval
         if plasticity and interval and self.settings.plasticity.enabled and self.since_rewire >= interval:
             report = self.rewire()
+        if plasticity and self.growth.due(self.metrics.trained):
+            self.growth_reports.append(self.grow("interval"))
         return StepResult(predicted=predicted, confidence=confidence, loss=loss, labels=labels, trained=n_lab, rewire=report)
+
+    def _with_replay(
+        self, xn: Tensor, labels: np.ndarray, is_lab: np.ndarray, n_lab: int
+    ) -> tuple[Tensor, tuple[np.ndarray, np.ndarray, int]]:
+        """Append ``ceil(replay.ratio * n_lab)`` reservoir samples to the normalised batch (B, D) for training."""
+        assert self.replay is not None, "replay is off"
+        k = int(np.ceil(self.settings.replay.ratio * n_lab))
+        rx, ry = self.replay.sample(k)  # (k, D) raw on the device, (k,) on the CPU
+        xn = torch.cat((xn, self.norm(rx)))  # (B + k, D)
+        labels = np.concatenate((labels, ry.numpy()))
+        is_lab = np.concatenate((is_lab, np.ones(k, dtype=bool)))
+        return xn, (labels, is_lab, n_lab + k)
+
+    def merge(self, reason: str, lam: float | None = None, min_samples: int = 0) -> MergeReport:
+        """A task boundary: fold the task vector and write the MagMax merge θ₀ + λ·τ* (see consolidate.py)."""
+        return self.consolidator.merge(self, reason, lam=lam, min_samples=min_samples)
 
     def _learn(self, trace: Trace, labels: np.ndarray, is_lab: np.ndarray, n_lab: int) -> None:
         """One optimizer step of the live copy on the labelled rows, then the average follows."""
@@ -270,6 +312,47 @@ class Engine:
         self.mask_f.view(-1).index_fill_(0, plan.prune, 0.0).index_fill_(0, plan.grow, 1.0)
         self.stats.reset_entries(changed)
 
+    # -------------------------------------------------------------------- growth
+
+    def grow(self, trigger: str = "manual") -> GrowthReport:
+        """One growth check (growth_policy.py): retire dead/silent neurons, grow on a plateau within the budget."""
+        return growth_check(self, trigger)
+
+    def _resize(self, theta: dict[str, Tensor], mask: Tensor, index: Tensor) -> None:
+        """The one door through which the neuron count changes (model/growth.py makes ``theta``/``mask``).
+
+        ``index`` (M,) names the old neuron behind each new position (-1: fresh).
+        Everything indexed by neuron follows it: usage statistics and optimizer
+        moments are gathered (a divided child copies its parent's, fresh neurons
+        start at 0), ids are kept (a second position with the same source, or a
+        fresh one, gets a new id), step counters are untouched.
+        """
+        m = index.numel()
+        assert mask.shape == (m, m) and theta["w"].shape[1:] == (m, m), f"theta/mask must be sized for {m} neurons"
+        old_state = {name: self.optimizer.state.get(p, {}) for name, p in self.live.items()}
+        self.theta = {k: v.to(self.device) for k, v in theta.items()}
+        self.mask = mask.to(self.device, torch.bool)
+        self.mask_f = self.mask.float()
+        self.cfg = replace(self.cfg, neurons=m)
+        for name in ("coact", "credit", "age"):
+            setattr(self.stats, name, gather_neurons(getattr(self.stats, name), (0, 1), index))
+        pos = torch.arange(m)
+        first = torch.full((self.neuron_ids.numel(),), m, dtype=torch.int64).scatter_reduce(0, index.clamp_min(0), pos, "amin")
+        is_new = (index < 0) | (first[index.clamp_min(0)] != pos)  # (M,)
+        ids = self.neuron_ids[index.clamp_min(0)]
+        ids[is_new] = self.next_neuron_id + torch.arange(int(is_new.sum()))
+        self.next_neuron_id += int(is_new.sum())
+        self.neuron_ids = ids
+        self.neuron_born = torch.where(is_new, self.metrics.trained, self.neuron_born[index.clamp_min(0)])
+        self._scratch = None
+        self._bind_parameters()
+        for name, p in self.live.items():
+            if old_state[name]:
+                self.optimizer.state[p] = {
+                    slot: gather_neurons(v, NEURON_AXES[name], index) if isinstance(v, Tensor) and v.dim() else v
+                    for slot, v in old_state[name].items()
+                }
+
     # --------------------------------------------------------------- persistence
 
     def state(self) -> tuple[dict[str, Tensor], dict]:
@@ -285,9 +368,15 @@ class Engine:
                 if isinstance(value, Tensor):
                     tensors[f"optim.{name}.{slot}"] = value
         tensors["rng.plasticity"] = self.rng.get_state()
+        tensors.update({f"merge.{k}": v for k, v in self.consolidator.state_dict().items()})
+        if self.replay is not None:
+            tensors.update({f"replay.{k}": v for k, v in self.replay.state_dict().items()})
         tensors["neuron_ids"] = self.neuron_ids
+        tensors["neuron_born"] = self.neuron_born
+        tensors["rng.growth"] = self.growth_rng.get_state()
         meta = {
             "next_neuron_id": self.next_neuron_id,
+            "growth": self.growth.state_dict(),
             "steps": self.steps,
             "trained_at_rewire": self.trained_at_rewire,
             "rewires": self.rewires,
@@ -313,13 +402,15 @@ class Engine:
         n = int(arch["neurons"])
         if n != self.cfg.neurons:
             self.cfg = replace(self.cfg, neurons=n)
-        theta = {k: tensors[f"theta.{k}"].to(self.device) for k in PARAM_NAMES}
+        # Copies: the engine must never share storage with the caller's tensors (e.g. another
+        # engine's state(), or a snapshot kept for a roll-back), or training one would move both.
+        theta = {k: tensors[f"theta.{k}"].to(self.device, copy=True) for k in PARAM_NAMES}
         if theta["w"].shape[0] > self.copies:  # averaging switched off: keep the live copy
             theta = {k: v[:1].contiguous() for k, v in theta.items()}
         elif theta["w"].shape[0] < self.copies:  # averaging switched on: start the average at the live weights
             theta = {k: v.repeat((2,) + (1,) * (v.dim() - 1)) for k, v in theta.items()}
         self.theta = theta
-        self.mask = tensors["mask"].to(self.device, torch.bool)
+        self.mask = tensors["mask"].to(self.device, torch.bool, copy=True)
         self.mask_f = self.mask.float()
         self._scratch = None
         self.norm.load_state_dict({k: tensors[f"norm.{k}"].to(self.device) for k in ("mean", "var", "count")})
@@ -329,14 +420,24 @@ class Engine:
         self.metrics.load_state_dict({k: tensors[f"metrics.{k}"].numpy() for k in ("correct_ring", "loss_ring", "counters")})
         self.rng.set_state(tensors["rng.plasticity"].cpu())
         self.steps, self.trained_at_rewire, self.rewires = meta["steps"], meta["trained_at_rewire"], meta["rewires"]
-        self.neuron_ids = tensors["neuron_ids"].cpu().to(torch.int64) if "neuron_ids" in tensors else torch.arange(n)
+        self.neuron_ids = tensors["neuron_ids"].to("cpu", torch.int64, copy=True) if "neuron_ids" in tensors else torch.arange(n)
         self.next_neuron_id = int(meta.get("next_neuron_id", int(self.neuron_ids.max()) + 1 if n else 0))
+        born = tensors.get("neuron_born")  # absent before growth existed: every neuron counts as old
+        self.neuron_born = born.to("cpu", torch.int64, copy=True) if born is not None else torch.zeros(n, dtype=torch.int64)
+        if "rng.growth" in tensors:
+            self.growth_rng.set_state(tensors["rng.growth"].cpu())
+        self.growth.load_state_dict(meta.get("growth", {}))
+        # Merge history and the replay reservoir: absent from older checkpoints (then: none yet).
+        self.consolidator.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("merge.")}, self.device)
+        replay_state = {k[7:]: v for k, v in tensors.items() if k.startswith("replay.")}
+        if self.replay is not None and replay_state:
+            self.replay.load_state_dict(replay_state)
         self._bind_parameters()
         if arch.get("optimizer") == self.settings.train.optimizer:
             for name, p in self.live.items():
                 slots = {k.split(".", 2)[2]: v for k, v in tensors.items() if k.startswith(f"optim.{name}.")}
                 if slots:
-                    self.optimizer.state[p] = {k: v.to(self.device) for k, v in slots.items()}
+                    self.optimizer.state[p] = {k: v.to(self.device, copy=True) for k, v in slots.items()}
 
     # ------------------------------------------------------------------- reports
 

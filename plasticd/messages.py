@@ -33,4 +33,18 @@ class Checkpoint:
     reason: str
 
 
-Message = Wake | Rescan | Rewire | Checkpoint
+@dataclass(frozen=True)
+class Merge:
+    """A task boundary: fold the task vector and apply the MagMax merge (idle, sample count or drift)."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Grow:
+    """Run a growth check: retire dead neurons, grow new ones on a learning plateau (growth_policy.py)."""
+
+    reason: str
+
+
+Message = Wake | Rescan | Rewire | Checkpoint | Merge | Grow

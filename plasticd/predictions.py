@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 from typing import IO
 
+from plasticd.log import get_logger
+
 
 def _drop_torn_tail(path: Path) -> None:
     """A kill -9 mid-write can leave half a line at the end: cut it, so every line parses."""
@@ -46,10 +48,18 @@ class PredictionWriter:
         """Append records and flush them to the OS (a crash loses nothing already written)."""
         if not records:
             return
+        if os.fstat(self._file.fileno()).st_nlink == 0:  # deleted under us (state/ removed): records would vanish
+            self._reopen()
         self._file.write("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records))
         self._file.flush()
         if self._file.tell() >= self.max_bytes:
             self._rotate()
+
+    def _reopen(self) -> None:
+        get_logger("predictions").warning("predictions.reopened", path=str(self.path), reason="the journal was deleted")
+        self._file.close()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
 
     def _rotate(self) -> None:
         self._file.close()

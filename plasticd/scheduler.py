@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from plasticd.config import Settings
-from plasticd.messages import Checkpoint, Message, Rescan, Rewire
+from plasticd.messages import Checkpoint, Grow, Merge, Message, Rescan, Rewire
 
 
 @dataclass
@@ -50,7 +50,8 @@ class MaintenanceScheduler:
         self._scheduler.shutdown(wait=False)
 
     def idle_check(self) -> None:
-        """After daemon.idle_seconds without samples: one rewiring cycle per idle period; an idle checkpoint."""
+        """After daemon.idle_seconds without samples: one rewiring cycle (then, with growth.enabled, one
+        growth check, and with merge.on_idle, one merge request) per idle period; an idle checkpoint."""
         a = self.activity
         idle = time.monotonic() - a.last_sample
         if (a.unsaved_samples or a.unsaved_changes) and idle >= self.settings.checkpoint.idle_seconds:
@@ -61,6 +62,10 @@ class MaintenanceScheduler:
                 self._idle_rewire_for = a.last_sample
         if due and self.settings.plasticity.enabled:
             self.post(Rewire("idle"))
+        if due and self.settings.growth.enabled:
+            self.post(Grow("idle"))  # after the idle rewiring: the worker handles messages in order
+        if due and self.settings.merge.enabled and self.settings.merge.on_idle:
+            self.post(Merge("idle"))  # the worker decides whether enough was learned since the last boundary
 
     def timed_checkpoint(self) -> None:
         if self.activity.unsaved_samples or self.activity.unsaved_changes:

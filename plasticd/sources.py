@@ -24,6 +24,7 @@ from pathlib import Path
 from watchdog.events import FileClosedEvent, FileCreatedEvent, FileMovedEvent, FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
+from plasticd.errors import PlasticdError
 from plasticd.log import get_logger
 
 IGNORED_SUFFIXES = (".tmp", ".part")
@@ -123,12 +124,14 @@ class InboxSource(FolderSource):
         super().__init__(folder, settle_seconds)
         self.wake = wake
         self._observer: Observer | None = None
+        self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the folder being watched
         self.log = get_logger("inbox")
 
     def start(self) -> None:
         _shorten_move_pairing()
         self.folder.mkdir(parents=True, exist_ok=True)
         self.folder = self.folder.resolve()
+        self._identity = _identity(self.folder)
         observer = Observer()
         # Only the events that can make a file ready: the kernel then does not wake
         # us (and take the GIL from the worker) for every open/read/modify.
@@ -146,13 +149,34 @@ class InboxSource(FolderSource):
             self._observer = None
 
     def scan(self) -> int:
-        """As FolderSource.scan, but a vanished inbox is recreated (and watched again) with a loud event."""
+        """As FolderSource.scan, but a vanished inbox is recreated (and watched again) with a loud event.
+
+        An inbox deleted and made again by someone else is a new folder that the
+        old watch does not see: it is watched again too. Any other failure to list
+        it (not a folder any more, no permission) stops the daemon with a clear error.
+        """
         try:
             if self._observer is not None and not self._observer.is_alive():
                 raise FileNotFoundError(self.folder)
+            if self._observer is not None and (_identity(self.folder) != self._identity or not self._watching()):
+                self.log.warning("inbox.replaced", folder=str(self.folder), action="watched again")
+                self.stop()
+                self.start()
             return super().scan()
         except FileNotFoundError:
             self.log.error("inbox.missing", folder=str(self.folder), action="recreated")
             self.stop()
             self.start()
             return super().scan()
+        except OSError as exc:
+            raise PlasticdError(f"inbox {self.folder} cannot be listed: {exc}; fix it (it must be a folder plasticd may read and write)") from exc
+
+    def _watching(self) -> bool:
+        """False once the watch ended: inotify ends it when the folder is deleted (a new one may reuse the inode)."""
+        observer = self._observer
+        return observer is not None and all(emitter.is_alive() for emitter in observer.emitters)
+
+
+def _identity(folder: Path) -> tuple[int, int]:
+    st = os.stat(folder)
+    return st.st_dev, st.st_ino

@@ -23,13 +23,16 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from plasticd.checkpoint import CheckpointInfo, CheckpointStore
-from plasticd.claims import Claim, Session, WorkArea, fsync_dir, move_no_overwrite
+from plasticd.claims import Claim, Session, WorkArea
 from plasticd.config import Settings
 from plasticd.engine import Engine, RewireReport
 from plasticd.errors import CheckpointError
 from plasticd.feeds import FileFeed, StreamFeed
 from plasticd.log import get_logger
-from plasticd.messages import Checkpoint, Message, Rescan, Rewire, Wake
+from plasticd.consolidate import log_merge, merge_due
+from plasticd.growth_policy import log_growth
+from plasticd.messages import Checkpoint, Grow, Merge, Message, Rescan, Rewire, Wake
+from plasticd.moves import CoveredFiles
 from plasticd.notify import Notifier
 from plasticd.pipeline import Pipeline
 from plasticd.predictions import PredictionWriter
@@ -39,6 +42,7 @@ from plasticd.status import State, write_status
 
 WAIT_S = 0.2  # longest block in the loop: bounds how late a stop request is seen
 PROGRESS_EVERY_S = 5.0  # period of daemon.progress events while samples flow
+MAX_BACKOFF = 60  # a failing checkpoint is retried after at most 60 x checkpoint.retry_seconds
 
 
 def log_rewire(log, report: RewireReport, trained: int) -> None:
@@ -87,8 +91,13 @@ class Worker:
         self.log = get_logger("worker")
         self.inbox: queue.SimpleQueue[Message] = queue.SimpleQueue()
         self.state = State.STARTING
-        self.pending: list[Claim] = []  # trained on, in work/, not yet moved on
+        self.pending: list[Claim] = []  # trained on, in work/, no checkpoint covers them yet
+        self.unmoved = CoveredFiles(self.work, self.session, self.settings.checkpoint.retry_seconds)  # to move on
         self.last_checkpoint: CheckpointInfo | None = None
+        self.checkpoint_failures = 0  # consecutive failed checkpoints
+        self._last_failure = ""  # what the last failed checkpoint said
+        self._retry_at = 0.0  # monotonic time before which a failed checkpoint is not retried
+        self._status_failing = False
         self._stop_requested = False
         self._stop_signal: int | None = None
         self._next_heartbeat = 0.0
@@ -137,10 +146,15 @@ class Worker:
                     self._set_state(State.IDLE)
                     self._wait()
                 if self.activity.unsaved_samples >= self.settings.checkpoint.every_samples:
-                    self.checkpoint("samples")
+                    self._maybe_checkpoint("samples")
+                elif self.unmoved.due():
+                    self.unmoved.move()
+                self._check_checkpoint_failures()
                 self._heartbeat()
-        finally:
-            self._shutdown()
+        except BaseException:
+            self._shutdown(check=False)  # the error that stopped the loop is the one to report
+            raise
+        self._shutdown()
         return 0
 
     def recover(self) -> None:
@@ -166,13 +180,13 @@ class Worker:
                 continue
             for claim in self.work.claims_of(session):
                 if claim.key in covered:
-                    self.pending.append(claim)  # trained on already: only the move is left
+                    self.unmoved.add([claim])  # trained on already: only the move is left
                 else:
                     self.feed.recovered.append(claim)  # type: ignore[union-attr]
                     self.log.info("recovery.requeued", file=claim.original_name, claim=claim.key)
-        if self.pending:
-            self.log.info("recovery.covered", files=len(self.pending))
-            self._move_covered()
+        if self.unmoved:
+            self.log.info("recovery.covered", files=len(self.unmoved))
+            self.unmoved.move()
 
     def _resume_stream(self, meta: dict) -> None:
         if not isinstance(self.feed, StreamFeed):
@@ -183,7 +197,8 @@ class Worker:
         else:
             self.log.warning("stream.restarted", reason="the checkpoint was made on a different stream", checkpoint=stream)
 
-    def _shutdown(self) -> None:
+    def _shutdown(self, check: bool = True) -> None:
+        """The final checkpoint; with ``check``, CheckpointError (exit code 1) when it left work unsaved or unmoved."""
         if self._stop_signal is not None:
             self.log.info("daemon.stop_requested", signal=signal.Signals(self._stop_signal).name)
         self._set_state(State.STOPPING)
@@ -194,6 +209,18 @@ class Worker:
             self._set_state(State.STOPPED)
             self._write_status()
             self.log.info("daemon.stopped", **self.counters.as_dict())
+        if not check:
+            return
+        if self.activity.unsaved_changes or self.pending:  # exit non-zero: what was learned is not saved
+            raise CheckpointError(
+                f"the final checkpoint failed ({self._last_failure}); {len(self.pending)} trained files stay in "
+                f"{self.settings.paths.work} and are processed again at the next start"
+            )
+        if self.unmoved:
+            raise CheckpointError(
+                f"{len(self.unmoved)} files covered by the last checkpoint could not be moved on (see file.move_failed); "
+                f"they stay in {self.settings.paths.work} and are moved at the next start"
+            )
 
     # ------------------------------------------------------------------ the loop
 
@@ -216,7 +243,27 @@ class Worker:
             log_rewire(self.log, report, self.engine.metrics.trained)
             self.activity.unsaved_changes = self.activity.unsaved_changes or not report.skipped
         elif isinstance(message, Checkpoint):
-            self.checkpoint(message.reason)
+            self._maybe_checkpoint(message.reason)
+        elif isinstance(message, Merge) and self.settings.merge.enabled:
+            self._merge(message.reason)
+        elif isinstance(message, Grow) and self.settings.growth.enabled:
+            self._set_state(State.MAINTAINING)
+            self.engine.growth_reports.append(self.engine.grow(message.reason))
+            self._log_growth()
+
+    def _log_growth(self) -> None:
+        """Log the growth checks the engine ran (growth.decided / growth.applied); a size change wants a checkpoint."""
+        while self.engine.growth_reports:
+            report = self.engine.growth_reports.popleft()
+            log_growth(self.log, report)
+            self.activity.unsaved_changes = self.activity.unsaved_changes or report.changed
+
+    def _merge(self, reason: str) -> None:
+        """A task boundary (idle, drift, sample count): MagMax merge, logged as merge.applied / merge.skipped."""
+        self._set_state(State.MAINTAINING)
+        report = self.engine.merge(reason, min_samples=self.settings.merge.min_samples)
+        log_merge(self.log, report)
+        self.activity.unsaved_changes = self.activity.unsaved_changes or report.skipped is None
 
     def _wait(self) -> None:
         try:
@@ -241,6 +288,7 @@ class Worker:
         outcome = self.pipeline.process(items)
         for report in outcome.rewires:
             log_rewire(self.log, report, self.engine.metrics.trained)
+        self._log_growth()
         self.pending += [item.claim for item in outcome.done if item.claim is not None]
         self.counters.files_processed += sum(item.claim is not None for item in outcome.done)
         self.counters.files_failed += len(outcome.failed)
@@ -248,58 +296,85 @@ class Worker:
         self.activity.unsaved_samples += outcome.samples
         self.activity.unsaved_changes = True
         self.activity.last_sample = time.monotonic()
+        due = merge_due(self.settings.merge, self.engine.consolidator, self.engine.consolidator.since_boundary(self.engine))
+        if due:
+            self._merge(due)
 
     # ---------------------------------------------------------------- checkpoints
 
     def checkpoint(self, reason: str) -> CheckpointInfo | None:
-        """Save the model with the claims it covers, then move those files on. Failure is logged, not fatal."""
+        """Save the model with the claims it covers, then move those files on.
+
+        A failure (disk full, I/O error) is logged, not fatal: the files stay in
+        the work area, the next try comes after a back-off (``_maybe_checkpoint``),
+        and only ``checkpoint.max_failures`` failures in a row stop the daemon.
+        """
         if not (self.activity.unsaved_changes or self.pending):
+            if self.unmoved:
+                self.unmoved.move()
             return None
         tensors, meta = self.engine.state()
         meta.update(
-            covered=[claim.key for claim in self.pending],
+            covered=[claim.key for claim in self.unmoved.claims + self.pending],  # until moved, every claim stays covered
             counters=self.counters.as_dict(),
             stream_position=self.feed.position if isinstance(self.feed, StreamFeed) else None,
             stream=self.feed.identity if isinstance(self.feed, StreamFeed) else None,
             reason=reason,
         )
-        self.predictions.sync()
         try:
-            info = self.store.save(tensors, meta)
+            info = self._save(tensors, meta)
         except CheckpointError as exc:
-            self.log.error("checkpoint.failed", reason=reason, error=str(exc), pending_files=len(self.pending))
+            self._checkpoint_failed(reason, exc)
             return None
+        self.checkpoint_failures = 0
         self.last_checkpoint = info
         self.activity.unsaved_samples = 0
         self.activity.unsaved_changes = False
-        moved = self._move_covered()
+        self.unmoved.add(self.pending)
+        self.pending = []
+        moved = self.unmoved.move()
         self.log.info(
             "checkpoint.saved", path=str(info.json_path), seq=info.seq, reason=reason, samples=self.engine.metrics.seen,
             files_moved=moved, bytes=info.tensors_bytes,
         )  # fmt: skip
         return info
 
-    def _move_covered(self) -> int:
-        """Move every covered claim to its session's destination; what cannot move stays pending."""
-        still, folders = [], set()
-        for claim in self.pending:
-            dest = claim.session.destination
-            try:
-                dest.mkdir(parents=True, exist_ok=True)
-                move_no_overwrite(claim.path, dest, claim.original_name)
-                folders.add(dest)
-            except OSError as exc:
-                self.log.error("file.move_failed", file=claim.original_name, destination=str(dest), error=str(exc))
-                still.append(claim)
-        for folder in folders:
-            fsync_dir(folder)
-        moved = len(self.pending) - len(still)
-        self.pending = still
-        if self.work is not None:  # earlier runs' sessions go once their last claim has moved on
-            for session in self.work.sessions():
-                if self.session is None or session.id != self.session.id:
-                    self.work.remove_if_empty(session)
-        return moved
+    def _save(self, tensors: dict, meta: dict) -> CheckpointInfo:
+        """The predictions of covered files durable first, then the checkpoint; CheckpointError names what failed."""
+        try:
+            self.predictions.sync()
+        except OSError as exc:
+            raise CheckpointError(f"cannot make the predictions journal {self.predictions.path} durable: {exc}") from exc
+        try:
+            return self.store.save(tensors, meta)
+        except OSError as exc:  # e.g. the checkpoint folder itself is gone
+            raise CheckpointError(f"checkpoint not saved in {self.store.folder}: {exc}") from exc
+
+    def _maybe_checkpoint(self, reason: str) -> None:
+        """A checkpoint, unless the last one failed and its back-off has not passed (no retry storm)."""
+        if self.checkpoint_failures and time.monotonic() < self._retry_at:
+            return
+        self.checkpoint(reason)
+
+    def _checkpoint_failed(self, reason: str, exc: CheckpointError) -> None:
+        self.checkpoint_failures += 1
+        self._last_failure = str(exc)
+        delay = self.settings.checkpoint.retry_seconds * min(2 ** (self.checkpoint_failures - 1), MAX_BACKOFF)
+        self._retry_at = time.monotonic() + delay
+        self.log.error(
+            "checkpoint.failed", reason=reason, error=str(exc), folder=str(self.store.folder), failures=self.checkpoint_failures,
+            retry_in_s=delay, pending_files=len(self.pending),
+        )  # fmt: skip
+
+    def _check_checkpoint_failures(self) -> None:
+        """Stop (exit code 1) once ``checkpoint.max_failures`` checkpoints in a row have failed."""
+        limit = self.settings.checkpoint.max_failures
+        if limit and self.checkpoint_failures >= limit:
+            raise CheckpointError(
+                f"{self.checkpoint_failures} checkpoints in a row failed, the last with: {self._last_failure}; "
+                f"stopping. The {len(self.pending)} files trained on since the last checkpoint stay in {self.settings.paths.work} "
+                f"and are processed again at the next start; fix {self.store.folder} (space, permissions, disk) first"
+            )
 
     # ----------------------------------------------------------------- reporting
 
@@ -319,6 +394,16 @@ class Worker:
     def _write_status(self) -> None:
         m = self.engine.snapshot()
         ckpt = self.last_checkpoint
+        try:
+            self._write_status_file(m, ckpt)
+        except OSError as exc:  # the status file is a convenience: never worth stopping the daemon for
+            if not self._status_failing:
+                self.log.warning("status.write_failed", folder=str(self.settings.paths.state), error=str(exc))
+            self._status_failing = True
+            return
+        self._status_failing = False
+
+    def _write_status_file(self, m, ckpt: CheckpointInfo | None) -> None:
         write_status(
             self.settings.paths.state,
             {
@@ -326,7 +411,7 @@ class Worker:
                 **m.as_dict(),
                 **self.counters.as_dict(),
                 "queue_depth": self.feed.backlog,
-                "pending_files": len(self.pending),
+                "pending_files": len(self.pending) + len(self.unmoved),
                 **self._model_facts(),
                 "last_checkpoint": None if ckpt is None else {"path": str(ckpt.json_path), "seq": ckpt.seq, "created": ckpt.created},
                 "inbox": str(self.settings.paths.inbox),

@@ -126,6 +126,11 @@ def files_in(folder: Path, pattern: str = "*") -> list[Path]:
     return sorted(p for p in folder.glob(pattern) if not p.name.startswith(".")) if folder.exists() else []
 
 
+def work_files(root: Path, work: str = "data_work") -> list[Path]:
+    """Claimed files still waiting in a work area (its bookkeeping files aside)."""
+    return [p for p in (root / work).rglob("*") if p.is_file() and p.name not in ("OWNER", "session.json")]
+
+
 def predictions(root: Path) -> list[dict]:
     path = root / "state" / "predictions.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []

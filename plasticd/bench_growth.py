@@ -1,0 +1,234 @@
+"""``plasticd bench --growth``: does growing from a small network pay?
+
+Per seed, three contenders see the same Fashion-MNIST stream (same order),
+each predicting every sample before learning from it, each in a fresh
+process, in this order:
+
+    grown        starts at --start-neurons with growth on (settings' [growth], enabled forced)
+    fixed-start  the same start size, growth off
+    fixed-final  growth off, at the size the grown network ended with (so it runs last)
+
+Reported per contender: prequential accuracy (whole stream and last window),
+test accuracy on the 10k test set, training seconds (the stream loop,
+growth checks included), final N and parameter count; then the grown
+network's N and parameters over the stream, the ratios the issue's targets
+name, and the final N over seeds (mean ± std).
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import statistics
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from plasticd.config import Settings
+from plasticd.datasets import load_split
+from plasticd.engine import Engine
+from plasticd.stream import stream_batches
+
+CONTENDERS = ("grown", "fixed-start", "fixed-final")
+
+
+@dataclass(frozen=True)
+class GrowthBenchOptions:
+    samples: int = 60000  # training samples per pass
+    epochs: int = 1  # passes over the stream
+    micro_batch: int = 1  # samples per step
+    seeds: int = 3  # seeds 0..seeds-1 (runtime.seed is the first)
+    start_neurons: int = 64  # size the grown and fixed-start networks begin with
+    trace_points: int = 10  # how often N and the parameter count are recorded over the stream
+    json_out: Path | None = None
+
+
+@dataclass
+class GrowthResult:
+    name: str
+    seed: int
+    prequential_accuracy: float
+    window_accuracy: float
+    test_accuracy: float
+    train_seconds: float  # wall clock of the stream loop
+    cpu_seconds: float  # CPU time of the same loop: robust to other processes on a shared machine
+    neurons: int
+    params: int
+    trace: list[tuple[int, int, int]] = field(default_factory=list)  # (samples, N, params) over the stream
+    growths: list[str] = field(default_factory=list)  # one line per check that changed the size
+
+
+def param_count(engine: Engine) -> int:
+    """Trainable weights of the live network: dense input and readout, *active* recurrent connections."""
+    n, d, c = engine.cfg.neurons, engine.cfg.input_dim, engine.cfg.output_dim
+    return n * d + n + engine.active_connections + c * n + c
+
+
+def _settings_for(base: Settings, name: str, seed: int, neurons: int) -> Settings:
+    grow = name == "grown"
+    return base.model_copy(
+        update={
+            "model": base.model.model_copy(update={"neurons": neurons}),
+            "growth": base.growth.model_copy(update={"enabled": grow}),
+            "runtime": base.runtime.model_copy(update={"seed": seed}),
+        }
+    )
+
+
+def _run(name: str, settings_json: str, seed: int, neurons: int, opts: GrowthBenchOptions) -> GrowthResult:
+    """Runs in a fresh process: one prequential run of one contender, then the test set."""
+    settings = _settings_for(Settings.model_validate_json(settings_json), name, seed, neurons)
+    if settings.runtime.threads:
+        torch.set_num_threads(settings.runtime.threads)
+    train = load_split(settings.paths.dataset, "train")
+    test = load_split(settings.paths.dataset, "test")
+    engine = Engine(settings)
+    total = min(opts.samples, len(train)) * opts.epochs
+    every = max(1, total // opts.trace_points)
+    trace, growths, next_mark = [(0, engine.cfg.neurons, param_count(engine))], [], every
+    start, cpu_start = time.perf_counter(), time.process_time()
+    for b in stream_batches(train, opts.micro_batch, seed, opts.epochs, opts.samples):
+        engine.step(b.x, b.y)
+        while engine.growth_reports:
+            r = engine.growth_reports.popleft()
+            if r.changed:
+                growths.append(
+                    f"{engine.metrics.trained:>7} samples: {r.neurons_before} -> {r.neurons_after} "
+                    f"(divided {r.divided}, gradmax {r.gradmax}, retired {r.retired}); {r.reason}"
+                )
+        if engine.metrics.trained >= next_mark:
+            trace.append((engine.metrics.trained, engine.cfg.neurons, param_count(engine)))
+            next_mark += every
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+    snap = engine.snapshot()
+    return GrowthResult(
+        name=name,
+        seed=seed,
+        prequential_accuracy=snap.accuracy or 0.0,
+        window_accuracy=snap.window_accuracy or 0.0,
+        test_accuracy=engine.evaluate(torch.from_numpy(test.x), torch.from_numpy(test.y)),
+        train_seconds=seconds,
+        cpu_seconds=cpu_seconds,
+        neurons=engine.cfg.neurons,
+        params=param_count(engine),
+        trace=trace,
+        growths=growths,
+    )
+
+
+# --------------------------------------------------------------------- report
+
+
+def _mean_std(values: list[float], fmt: str = "{:.4f}") -> str:
+    mean = fmt.format(statistics.mean(values))
+    return f"{mean} ± {fmt.format(statistics.stdev(values))}" if len(values) > 1 else mean
+
+
+def _table(results: list[GrowthResult]) -> str:
+    head = (
+        f"{'seed':>4} {'contender':<12} {'preq acc':>8} {'last win':>8} {'test acc':>8} {'train s':>8} {'cpu s':>7} "
+        f"{'final N':>7} {'params':>8}"
+    )
+    lines = [head, "-" * len(head)]
+    for r in results:
+        lines.append(
+            f"{r.seed:>4} {r.name:<12} {r.prequential_accuracy:8.4f} {r.window_accuracy:8.4f} {r.test_accuracy:8.4f} "
+            f"{r.train_seconds:8.1f} {r.cpu_seconds:7.1f} {r.neurons:>7} {r.params:>8}"
+        )
+    return "\n".join(lines)
+
+
+def _summary(results: list[GrowthResult]) -> str:
+    by = {(r.name, r.seed): r for r in results}
+    seeds = sorted({r.seed for r in results})
+    rows = [(by[("grown", s)], by[("fixed-start", s)], by[("fixed-final", s)]) for s in seeds]
+    time_ratio = [g.cpu_seconds / f.cpu_seconds for g, _, f in rows]  # CPU time: other processes share the machine
+    wall_ratio = [g.train_seconds / f.train_seconds for g, _, f in rows]
+    vs_final = [100 * (g.test_accuracy - f.test_accuracy) for g, _, f in rows]
+    vs_start = [100 * (g.test_accuracy - s.test_accuracy) for g, s, _ in rows]
+    final_n = [float(g.neurons) for g, _, _ in rows]
+
+    def mean(v: list[float]) -> float:
+        return statistics.mean(v)
+
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "MISSED"
+
+    def over(label: str, attr: str, fmt: str = "{:.4f}") -> str:
+        g, s, f = ([getattr(r[i], attr) for r in rows] for i in range(3))
+        return f"  {label:<18} grown {_mean_std(g, fmt)}   fixed-start {_mean_std(s, fmt)}   fixed-final {_mean_std(f, fmt)}"
+
+    lines = [
+        "over seeds (mean ± std):",
+        over("test accuracy", "test_accuracy"),
+        over("train seconds", "train_seconds", "{:.1f}"),
+        over("train CPU seconds", "cpu_seconds", "{:.1f}"),
+        f"  final N (grown)    {_mean_std(final_n, '{:.0f}')}   per seed {[int(n) for n in final_n]}",
+        "targets:",
+        f"  test acc grown - fixed-final  {mean(vs_final):+.2f} points (per seed {[round(v, 2) for v in vs_final]})  "
+        f"(target ≥ -0.50)  {verdict(mean(vs_final) >= -0.5)}",
+        f"  train time grown / fixed-final {mean(time_ratio):.2f} CPU (per seed {[round(v, 2) for v in time_ratio]}; "
+        f"wall {mean(wall_ratio):.2f})  (target ≤ 0.80)  {verdict(mean(time_ratio) <= 0.8)}",
+        f"  test acc grown - fixed-start  {mean(vs_start):+.2f} points (per seed {[round(v, 2) for v in vs_start]})  "
+        f"(target: clearly better, ≥ +0.50 on average and on every seed)  {verdict(mean(vs_start) >= 0.5 and min(vs_start) > 0)}",
+    ]
+    return "\n".join(lines)
+
+
+def _trace(results: list[GrowthResult]) -> str:
+    lines = ["grown network over the stream (samples: N / params):"]
+    for r in (r for r in results if r.name == "grown"):
+        points = "  ".join(f"{t / 1000:g}k: {n}/{p // 1000}k" for t, n, p in r.trace)
+        lines.append(f"  seed {r.seed}: {points}")
+        lines += [f"    {g}" for g in r.growths]
+    return "\n".join(lines)
+
+
+def run_growth_bench(settings: Settings, opts: GrowthBenchOptions) -> int:
+    load_split(settings.paths.dataset, "test")  # fail fast, with the how-to-get-it message
+    threads = settings.runtime.threads or torch.get_num_threads()
+    g = settings.growth
+    print(
+        f"plasticd bench --growth: {opts.samples} samples × {opts.epochs} pass(es), micro-batch {opts.micro_batch}, "
+        f"seeds {settings.runtime.seed}..{settings.runtime.seed + opts.seeds - 1}, {threads} torch thread(s), "
+        f"start N={opts.start_neurons}, growth every {g.interval} samples, horizon {g.horizon}, "
+        f"grow {g.grow_fraction:g}×N (division share {g.division_share:g}), max N {g.max_neurons}",
+        flush=True,
+    )
+    settings_json = settings.model_dump_json()
+    ctx = multiprocessing.get_context("spawn")
+    results: list[GrowthResult] = []
+    with ProcessPoolExecutor(max_workers=1, mp_context=ctx, max_tasks_per_child=1) as pool:
+        for seed in range(settings.runtime.seed, settings.runtime.seed + opts.seeds):
+            final_n = opts.start_neurons
+            for name in CONTENDERS:
+                n = final_n if name == "fixed-final" else opts.start_neurons
+                r = pool.submit(_run, name, settings_json, seed, n, opts).result()
+                final_n = r.neurons if name == "grown" else final_n
+                results.append(r)
+                print(
+                    f"  seed {seed} {name:<12} N {r.neurons:>5}  preq {r.prequential_accuracy:.4f}  "
+                    f"test {r.test_accuracy:.4f}  {r.train_seconds:6.1f} s ({r.cpu_seconds:.1f} s CPU)",
+                    flush=True,
+                )
+    print()
+    print(_table(results))
+    print()
+    print(_trace(results))
+    print()
+    print(_summary(results))
+    if opts.json_out is not None:
+        opts.json_out.write_text(
+            json.dumps(
+                {
+                    "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()},
+                    "settings": json.loads(settings_json),
+                    "results": [asdict(r) for r in results],
+                },
+                indent=2,
+            )
+        )
+    return 0

@@ -1,0 +1,189 @@
+"""Consolidation: when to mark a task boundary, and how a MagMax merge lands on the engine.
+
+A *task* is the stretch of the stream between two boundaries. Boundaries
+come from the daemon (an idle period, every ``merge.every_samples`` labelled
+samples, or a drift alarm) or from a benchmark that knows where its tasks end.
+At a boundary ``Consolidator.merge`` folds the task vector of the predicting
+copy into τ* (``model/merge.py``) and writes θ₀ + λ·τ* into the network.
+
+Which copy. Predictions come from the weight average (the last copy), so the
+task vector is taken from it: it is what the daemon currently *knows*, with the
+per-sample noise of the live copy averaged out. The merged weights are then
+written into **every** copy: the average so the merge is visible at once (a
+merge of the live copy alone would take the average's horizon, thousands of
+samples, to show), and the live copy so training continues from the
+consolidated point instead of pulling the average back to where it was.
+
+Optimizer state after a merge is *rescaled deliberately*: first moments
+(Adam's ``exp_avg``, SGD's ``momentum_buffer``) are zeroed, because they point
+along the pre-merge trajectory and the weights just jumped; second moments
+(``exp_avg_sq``) are kept, because they measure the scale of the gradients,
+which a merge does not change, and zeroing them with Adam's step count intact
+would make the next update ~3x too large. The default plain SGD keeps no state.
+
+Drift: Page-Hinkley (``river.drift.PageHinkley``, mode "up") on the prequential
+0/1 error. river is imported only when ``merge.on_drift`` is set (it pulls in
+scipy, ~1 s). The detector's state is not checkpointed: after a restart it
+warms up again over ``drift_min_samples`` samples, which only delays an alarm.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from plasticd.config import MergeSettings
+from plasticd.model.merge import MagMaxFold
+
+if TYPE_CHECKING:
+    from plasticd.engine import Engine
+
+_FIRST_MOMENTS = ("exp_avg", "momentum_buffer")
+
+
+@dataclass(frozen=True)
+class MergeReport:
+    reason: str  # what triggered the boundary: idle, samples, drift, task, ...
+    lam: float  # λ used
+    tasks: int  # task vectors folded into τ* so far
+    changed: int  # parameter entries whose value the merge changed
+    entries: int  # parameter entries under the merge (recurrent ones only where the mask is on)
+    neurons: int  # N at the merge
+    trained: int  # labelled samples learned since the previous boundary
+    merge_ms: float
+    skipped: str | None = None  # why nothing was written, if so
+
+
+class DriftDetector:
+    """Page-Hinkley on the 0/1 prequential error: fires when the error rate rises."""
+
+    def __init__(self, settings: MergeSettings) -> None:
+        from river.drift import PageHinkley  # lazy: scipy import cost only when drift detection is on
+
+        self._make = lambda: PageHinkley(
+            min_instances=settings.drift_min_samples,
+            delta=settings.drift_delta,
+            threshold=settings.drift_threshold,
+            mode="up",
+        )
+        self.detector = self._make()
+        self.alarms = 0
+
+    def observe(self, errors: np.ndarray) -> bool:
+        """Feed a batch of 0/1 errors in stream order; True when the detector fired on one of them."""
+        fired = False
+        for e in errors.tolist():  # river is per sample (~1 µs each); only runs when on_drift is set
+            self.detector.update(float(e))
+            if self.detector.drift_detected:
+                fired = True
+                self.alarms += 1
+                self.detector = self._make()
+        return fired
+
+
+def log_merge(log, report: MergeReport) -> None:
+    """One ``merge.applied`` event per merge (``merge.skipped`` when nothing was written; an error
+    when it was refused for non-finite values)."""
+    r = report
+    fields = {"reason": r.reason, "lam": r.lam, "tasks": r.tasks, "neurons": r.neurons, "trained": r.trained}
+    if report.skipped is None:
+        log.info("merge.applied", changed=report.changed, entries=report.entries, merge_ms=round(report.merge_ms, 2), **fields)
+    elif "not finite" in report.skipped:
+        log.error("merge.refused", why=report.skipped, **fields)
+    else:
+        log.info("merge.skipped", why=report.skipped, **fields)
+
+
+def merge_due(settings: MergeSettings, consolidator: Consolidator, trained_since: int) -> str | None:
+    """The reason for a merge the worker should run after a batch (drift alarm or sample count), if any."""
+    if not settings.enabled:
+        return None
+    if settings.on_drift and consolidator.drift_pending:
+        return "drift"
+    if settings.every_samples and trained_since >= settings.every_samples:
+        return "samples"
+    return None
+
+
+def rescale_optimizer(optimizer: object, params: list[torch.Tensor]) -> int:
+    """Zero first-moment state of ``params`` (kept: second moments); returns the tensors zeroed."""
+    zeroed = 0
+    for p in params:
+        state = getattr(optimizer, "state", {}).get(p, {})
+        for slot in _FIRST_MOMENTS:
+            if isinstance(state.get(slot), torch.Tensor):
+                state[slot].zero_()
+                zeroed += 1
+    return zeroed
+
+
+class Consolidator:
+    """The engine's MagMax fold, its drift detector and boundary bookkeeping."""
+
+    def __init__(self, settings: MergeSettings) -> None:
+        self.settings = settings
+        self.fold = MagMaxFold()
+        self.detector = DriftDetector(settings) if settings.enabled and settings.on_drift else None
+        self.trained_at_boundary = 0  # engine.metrics.trained at the last boundary
+        self.merges = 0
+        self.drift_pending = False  # set by the detector, cleared by the merge it triggers
+
+    def observe(self, errors: np.ndarray) -> None:
+        """Prequential 0/1 errors of the labelled samples of one step."""
+        if self.detector is not None and errors.size and self.detector.observe(errors):
+            self.drift_pending = True
+
+    def since_boundary(self, engine: Engine) -> int:
+        return engine.metrics.trained - self.trained_at_boundary
+
+    @torch.no_grad()
+    def merge(self, engine: Engine, reason: str, lam: float | None = None, min_samples: int = 0) -> MergeReport:
+        """A task boundary: fold the predicting copy's task vector, then write θ₀ + λ·τ* into every copy.
+
+        Skips (changing nothing) with fewer than ``min_samples`` labelled samples
+        since the last boundary, or when the task vector or the merge is not finite.
+        """
+        t0 = time.perf_counter()
+        lam = self.settings.lam if lam is None else lam
+        trained = self.since_boundary(engine)
+        n = engine.cfg.neurons
+
+        def report(changed: int = 0, entries: int = 0, skipped: str | None = None) -> MergeReport:
+            ms = (time.perf_counter() - t0) * 1e3
+            return MergeReport(reason, lam, self.fold.tasks, changed, entries, n, trained, ms, skipped)
+
+        self.drift_pending = False  # an alarm right after a boundary is not a new task
+        if trained < max(1, min_samples):
+            return report(skipped=f"{trained} labelled samples since the last boundary, fewer than {max(1, min_samples)}")
+        current = {k: v[-1] for k, v in engine.theta.items()}  # the predicting copy, (…) without the copy axis
+        before = self.fold.snapshot()
+        if not self.fold.fold(current, engine.neuron_ids):
+            return report(skipped="the task vector is not finite; nothing was folded or written")
+        result = self.fold.apply(current, engine.neuron_ids, engine.mask, lam)
+        if not result.finite:
+            self.fold.restore(before)
+            return report(skipped="the merged weights are not finite; the network and the fold were left unchanged")
+        self.trained_at_boundary = engine.metrics.trained
+        for k, v in engine.theta.items():
+            v.copy_(result.theta[k].unsqueeze(0).expand_as(v))  # every copy: (S, …)
+        rescale_optimizer(engine.optimizer, list(engine.live.values()))
+        self.merges += 1
+        return report(changed=result.changed, entries=result.entries)
+
+    # ------------------------------------------------------------ persistence
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        out = {f"fold.{k}": v for k, v in self.fold.state_dict().items()}
+        out["counters"] = torch.tensor([self.trained_at_boundary, self.merges], dtype=torch.int64)
+        return out
+
+    def load_state_dict(self, state: dict[str, torch.Tensor], device: torch.device | str) -> None:
+        """Restore ``state_dict()`` output; an empty dict (an older checkpoint) means no history."""
+        self.fold.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith("fold.")}, device)
+        counters = state.get("counters")
+        self.trained_at_boundary, self.merges = (int(c) for c in counters) if counters is not None else (0, 0)
+        self.drift_pending = False

@@ -1,0 +1,373 @@
+"""When and how much the network grows or shrinks: plateau detector, capacity budget, policy, one check.
+
+A *check* (every ``growth.interval`` learned samples, and from the daemon's
+idle scheduler) does, on the recent-sample buffer:
+
+1. **retire** (once per ``horizon`` while training, at every idle check)
+   neurons at least ``retire_min_age`` samples old that are dead
+   (never active on the buffer: exact on those inputs; for relu a dead
+   neuron gets no gradient, so it stays dead) or whose outgoing weights
+   vanished in every copy (exact when they are 0);
+2. **grow** when learning has plateaued: the accuracy of the last
+   ``horizon`` labelled samples is not above that of the ``horizon``
+   before them by more than ``max(min_delta, 2 standard errors)``. It adds
+   ``grow_fraction · N`` neurons within the budget (max neurons, max
+   active connections, max per-sample cost): a ``division_share`` by
+   dividing the neurons carrying the largest share of the squared
+   pre-activation gradient (the *load*), the rest by GradMax.
+   A growth is judged at the next plateau: if accuracy did not rise since
+   it by more than the noise plus what the pre-growth trend predicts (twice
+   the last gain per horizon: the judging window ends about two horizons
+   after the growth), it did not pay; after ``patience`` such growths in a
+   row the policy stops growing (no runaway growth), until accuracy drops
+   (a new task or drift) and re-arms it.
+
+GradMax with relu: a neuron with zero incoming weights has h = 0 and,
+with relu'(0) = 0, never gets a gradient: it would be dead forever. So for
+relu the new neurons take the *transposed* GradMax: incoming weights along
+the top right singular vectors of the gradient across their position
+(sign chosen so they fire on most recent samples), outgoing weights 0. The
+output is unchanged exactly, and the outgoing weights get a gradient at
+the very next step. For tanh (tanh'(0) = 1) it is the paper's GradMax:
+zero incoming, outgoing along the top left singular vectors.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+
+from plasticd.config import Settings
+from plasticd.model import growth as surgery
+from plasticd.model.plastic_net import LIVE, cross_entropy_grad, forward
+
+if TYPE_CHECKING:
+    from plasticd.engine import Engine
+
+
+@dataclass(frozen=True)
+class Plateau:
+    plateau: bool
+    recent: float | None  # accuracy over the last horizon
+    previous: float | None  # ... and over the horizon before it
+    noise: float  # the gain that counts as progress: max(min_delta, 2 standard errors)
+
+
+class PlateauDetector:
+    """Chunks of (labelled, correct) between checks, from the cumulative prequential counters."""
+
+    def __init__(self, horizon: int, min_delta: float) -> None:
+        self.horizon = horizon
+        self.min_delta = min_delta
+        self.chunks: list[tuple[int, int]] = []  # (labelled, correct) per check, oldest first
+        self.mark = (0, 0)  # counters at the last observation
+
+    def observe(self, labelled: int, correct: int) -> None:
+        """Fold in the samples labelled since the last call; keep about two horizons."""
+        dn, dc = labelled - self.mark[0], correct - self.mark[1]
+        self.mark = (labelled, correct)
+        if dn > 0:
+            self.chunks.append((dn, dc))
+        while len(self.chunks) > 1 and sum(n for n, _ in self.chunks[1:]) >= 2 * self.horizon:
+            self.chunks.pop(0)
+
+    def reset(self) -> None:
+        """Forget the history (after a growth the network is judged afresh)."""
+        self.chunks.clear()
+
+    def _windows(self) -> tuple[tuple[int, int], tuple[int, int]] | None:
+        """(labelled, correct) of the last ≥ horizon samples and of the ≥ horizon before them (whole chunks)."""
+        acc = [[0, 0], [0, 0]]
+        which = 0
+        for n, c in reversed(self.chunks):
+            acc[which][0] += n
+            acc[which][1] += c
+            if acc[which][0] >= self.horizon:
+                if which == 1:
+                    break
+                which = 1
+        if acc[0][0] < self.horizon or acc[1][0] < self.horizon:
+            return None
+        return (acc[0][0], acc[0][1]), (acc[1][0], acc[1][1])
+
+    def status(self) -> Plateau:
+        windows = self._windows()
+        if windows is None:
+            return Plateau(False, None, None, self.min_delta)
+        (n1, c1), (n2, c2) = windows
+        p1, p2 = c1 / n1, c2 / n2
+        p = (c1 + c2) / (n1 + n2)
+        noise = max(self.min_delta, 2.0 * math.sqrt(max(p * (1.0 - p), 1e-12) * (1.0 / n1 + 1.0 / n2)))
+        return Plateau(p1 - p2 < noise, p1, p2, noise)
+
+    def state_dict(self) -> dict:
+        return {"chunks": [list(c) for c in self.chunks], "mark": list(self.mark)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.chunks = [(int(n), int(c)) for n, c in state.get("chunks", [])]
+        self.mark = tuple(int(v) for v in state.get("mark", (0, 0)))  # type: ignore[assignment]
+
+
+def step_cost(n: int, input_dim: int, output_dim: int, iterations: int) -> int:
+    """Multiply-adds per sample and copy of the forward pass (W is stored dense): N·D + (K-1)·N² + C·N."""
+    return n * input_dim + (iterations - 1) * n * n + output_dim * n
+
+
+def budget_allows(settings: Settings, n: int, active: int, wanted: int) -> tuple[int, str]:
+    """How many of ``wanted`` new neurons the capacity budget allows at size ``n``, and which limit bound."""
+    g, m = settings.growth, settings.model
+    allowed, limit = min(wanted, g.max_neurons - n), "max_neurons"
+    if allowed == wanted:
+        limit = ""
+    if g.max_active_connections and active > 0:
+        # New neurons get the current density, so the active count scales with (N'/N)².
+        cap = math.floor(n * math.sqrt(g.max_active_connections / active)) - n
+        if cap < allowed:
+            allowed, limit = cap, "max_active_connections"
+    if g.max_cost_ratio:
+        budget = g.max_cost_ratio * step_cost(m.neurons, m.input_dim, m.num_classes, m.iterations)
+        a, b = m.iterations - 1, m.input_dim + m.num_classes
+        n_max = math.floor((-b + math.sqrt(b * b + 4 * a * budget)) / (2 * a)) if a else math.floor(budget / b)
+        if n_max - n < allowed:
+            allowed, limit = n_max - n, "max_cost_ratio"
+    return max(allowed, 0), limit
+
+
+@dataclass(frozen=True)
+class GrowthReport:
+    """What one growth check saw, decided and did."""
+
+    trigger: str  # "interval", "idle", "manual"
+    decision: str  # "grew", "retired", "grew+retired", "none", "skipped"
+    reason: str  # why, in words
+    neurons_before: int
+    neurons_after: int
+    active_before: int
+    active_after: int
+    divided: int = 0
+    gradmax: int = 0
+    retired: int = 0
+    recent_accuracy: float | None = None
+    previous_accuracy: float | None = None
+    check_ms: float = 0.0
+
+    @property
+    def changed(self) -> bool:
+        return self.neurons_after != self.neurons_before or self.retired > 0
+
+
+class GrowthPolicy:
+    """The growth state of one engine: plateau history and whether growth still pays."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.detector = PlateauDetector(settings.growth.horizon, settings.growth.min_delta)
+        self.checked_at = 0  # labelled samples learned at the last check
+        self.scanned_at = 0  # ... at the last retirement scan (one per horizon while training: it costs a buffer pass)
+        self.grown_at_accuracy: float | None = None  # accuracy of the plateau the last growth was made on
+        self.grown_at_trend = 0.0  # gain per horizon just before that growth (what learning did without it)
+        self.failures = 0  # growths in a row that brought no gain
+        self.saturated = False  # growth stopped: it no longer pays
+
+    def due(self, trained: int) -> bool:
+        g = self.settings.growth
+        return g.enabled and g.interval > 0 and trained - self.checked_at >= g.interval
+
+    def decide_growth(self, plateau: Plateau, n: int, active: int) -> tuple[int, str]:
+        """How many neurons to add now, and why (0 with the reason when none)."""
+        g = self.settings.growth
+        if plateau.recent is None:
+            return 0, "not enough samples since the last growth to judge a plateau"
+        if self.saturated:
+            if plateau.previous is not None and plateau.recent < plateau.previous - plateau.noise:
+                self.saturated, self.failures, self.grown_at_accuracy = False, 0, None  # accuracy dropped: re-arm
+            else:
+                return 0, f"growth stopped: {self.failures} growths in a row brought no gain"
+        if not plateau.plateau:
+            return 0, f"still learning: accuracy {plateau.recent:.4f} vs {plateau.previous:.4f} (gain ≥ {plateau.noise:.4f})"
+        if self.grown_at_accuracy is not None:
+            # Paid: since the growth, accuracy rose by more than the pre-growth trend predicts (the judging
+            # window ends ~2 horizons after the growth) plus the noise.
+            expected = 2.0 * max(self.grown_at_trend, 0.0)
+            paid = plateau.recent - self.grown_at_accuracy - expected >= plateau.noise
+            self.failures = 0 if paid else self.failures + 1
+            self.grown_at_accuracy = None  # each growth is judged once, even if the budget stops the next
+            if self.failures >= g.patience:
+                self.saturated = True
+                return 0, f"plateau at {plateau.recent:.4f}, but the last {self.failures} growths brought no gain: stop growing"
+        wanted = max(1, math.ceil(g.grow_fraction * n))
+        allowed, limit = budget_allows(self.settings, n, active, wanted)
+        if allowed == 0:
+            return 0, f"plateau at {plateau.recent:.4f}, but the budget is spent ({limit})"
+        why = f"plateau: accuracy {plateau.recent:.4f} vs {plateau.previous:.4f} (gain < {plateau.noise:.4f})"
+        return allowed, why + (f"; limited by {limit}" if limit else "")
+
+    def state_dict(self) -> dict:
+        return {
+            "detector": self.detector.state_dict(),
+            "checked_at": self.checked_at,
+            "scanned_at": self.scanned_at,
+            "grown_at_accuracy": self.grown_at_accuracy,
+            "grown_at_trend": self.grown_at_trend,
+            "failures": self.failures,
+            "saturated": self.saturated,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.detector.load_state_dict(state.get("detector", {}))
+        self.checked_at = int(state.get("checked_at", 0))
+        self.scanned_at = int(state.get("scanned_at", 0))
+        self.grown_at_accuracy = state.get("grown_at_accuracy")
+        self.grown_at_trend = float(state.get("grown_at_trend", 0.0))
+        self.failures = int(state.get("failures", 0))
+        self.saturated = bool(state.get("saturated", False))
+
+
+# ------------------------------------------------------------------ the check
+
+
+@dataclass
+class BufferPass:
+    xn: Tensor  # (B, D) normalised buffer inputs
+    h: Tensor  # (K, S, B, N) hidden states of every copy (live first)
+    dlogits: Tensor  # (B, C)
+    da: Tensor  # (K, B, N) dL/d(pre-activation)
+
+
+@torch.no_grad()
+def buffer_pass(engine: Engine, backward: bool = True) -> BufferPass:
+    """Forward of every copy over the recent-sample buffer (one batched pass), backward of the live copy."""
+    xb, yb = engine.buffer.contents()
+    xn = engine.norm(xb)
+    trace = forward(engine.theta, xn, engine.cfg)
+    if not backward:  # a retirement scan needs the activations only
+        return BufferPass(xn=xn, h=trace.h, dlogits=trace.logits[LIVE], da=trace.h[:, LIVE])
+    dlogits = cross_entropy_grad(trace.logits[LIVE], yb, None, engine.settings.train.label_smoothing)
+    da = surgery.pre_activation_grads(engine.live, trace, dlogits, engine.cfg)
+    return BufferPass(xn=xn, h=trace.h, dlogits=dlogits, da=da)
+
+
+def retire_candidates(engine: Engine, bp: BufferPass) -> Tensor:
+    """(N,) bool: neurons old enough that are dead on the buffer (in every copy) or whose outgoing weights vanished."""
+    g = engine.settings.growth
+    n = engine.cfg.neurons
+    dead = bp.h.abs().amax(dim=(0, 1, 2)) == 0.0  # (N,) never active on the buffer, in any copy (the average predicts)
+    out = torch.maximum(engine.theta["w"].abs().amax(dim=(0, 1)), engine.theta["w_out"].abs().amax(dim=(0, 1)))  # (N,)
+    silent = out <= g.retire_out_eps
+    old = (engine.metrics.trained - engine.neuron_born) >= g.retire_min_age  # (N,) on the CPU
+    candidates = (dead | silent).cpu() & old
+    cap = min(math.floor(g.max_retire_fraction * n), n - g.min_neurons)
+    if int(candidates.sum()) > max(cap, 0):  # keep the quietest: smallest outgoing weights go first
+        order = torch.argsort(torch.where(candidates, out.cpu(), torch.inf))
+        candidates = torch.zeros(n, dtype=torch.bool)
+        candidates[order[: max(cap, 0)]] = True
+    return candidates
+
+
+def grow_by_division(engine: Engine, bp: BufferPass, count: int) -> int:
+    """Divide the ``count`` most loaded neurons (never a dead one)."""
+    load = surgery.gradient_load(bp.da).cpu()  # (N,)
+    count = min(count, int((load > 0).sum()))
+    if count == 0:
+        return 0
+    parents = torch.topk(load, count).indices
+    g = engine.settings.growth
+    theta, mask, index = surgery.divide(engine.theta, engine.mask, parents, g.split_jitter, g.in_noise, engine.growth_rng)
+    engine._resize(theta, mask, index)
+    return count
+
+
+def grow_by_gradmax(engine: Engine, bp: BufferPass, count: int) -> int:
+    """Add up to ``count`` GradMax neurons (transposed for relu; see the module docstring)."""
+    n, d = engine.cfg.neurons, engine.cfg.input_dim
+    left, right = surgery.gradmax_directions(bp.xn, bp.da, bp.dlogits, count)  # (P, N+C), (P, D+1)
+    p = left.shape[0]
+    if p == 0:
+        return 0
+    scale = engine.settings.growth.gradmax_scale
+    density = engine.active_connections / float(n * n)
+    rows, cols = surgery.random_connections(n, p, density, engine.growth_rng)
+    live = engine.live
+    c = engine.cfg.output_dim
+    if engine.cfg.activation == "relu":
+        fan_in = torch.cat((live["w_in"], live["b_in"].unsqueeze(1)), dim=1).norm(dim=1).mean()  # mean ‖[w_in_j, b_j]‖
+        v = right * (scale * fan_in)  # (P, D+1)
+        pre = bp.xn @ v[:, :d].t() + v[:, d]  # (B, P)
+        v = v * torch.where((pre > 0).sum(dim=0) >= pre.shape[0] / 2, 1.0, -1.0).unsqueeze(1)  # fire on most samples
+        w_in, b_in = v[:, :d], v[:, d]
+        w_out, w_col = torch.zeros((c, p)), torch.zeros((n, p))
+    else:
+        fan_out = torch.cat((live["w"], live["w_out"]), dim=0).norm(dim=0).mean()  # mean ‖outgoing_j‖
+        o = left.t().cpu() * torch.cat((cols.float(), torch.ones((c, p))), dim=0)  # (N+C, P) only existing connections
+        o = o / o.norm(dim=0, keepdim=True).clamp_min(1e-12) * float(scale * fan_out)
+        w_in, b_in = torch.zeros((p, d)), torch.zeros(p)
+        w_out, w_col = o[n:], o[:n]
+    theta, mask, index = surgery.add_neurons(engine.theta, engine.mask, w_in, b_in, w_out, w_col, (rows, cols))
+    engine._resize(theta, mask, index)
+    return p
+
+
+def retire_if_due(engine: Engine, trigger: str) -> int:
+    """Retire dead/silent neurons: at every idle or manual check, once per horizon while training. Returns how many."""
+    g, policy, trained = engine.settings.growth, engine.growth, engine.metrics.trained
+    due = trigger != "interval" or trained - policy.scanned_at >= g.horizon
+    if not (g.retire and due and bool(((trained - engine.neuron_born) >= g.retire_min_age).any())):
+        return 0
+    policy.scanned_at = trained
+    keep = ~retire_candidates(engine, buffer_pass(engine, backward=False))
+    retired = int((~keep).sum())
+    if retired:
+        engine._resize(*surgery.retire(engine.theta, engine.mask, keep))
+    return retired
+
+
+@torch.no_grad()
+def growth_check(engine: Engine, trigger: str) -> GrowthReport:
+    """One check: retire what carries nothing, then grow on a plateau within the budget."""
+    t0 = time.perf_counter()
+    policy, g = engine.growth, engine.settings.growth
+    m = engine.metrics
+    policy.checked_at = m.trained
+    policy.detector.observe(m.labelled, m.correct)
+    n0, a0 = engine.cfg.neurons, engine.active_connections
+    base = dict(trigger=trigger, neurons_before=n0, active_before=a0)
+    if not g.enabled:
+        return GrowthReport(decision="skipped", reason="growth disabled", neurons_after=n0, active_after=a0, **base)
+    if len(engine.buffer) == 0:
+        return GrowthReport(decision="skipped", reason="no labelled samples yet", neurons_after=n0, active_after=a0, **base)
+    retired = retire_if_due(engine, trigger)
+    plateau = policy.detector.status()
+    wanted, reason = policy.decide_growth(plateau, engine.cfg.neurons, engine.active_connections)
+    divided = gradmax = 0
+    if wanted:
+        n_div = round(wanted * g.division_share)
+        divided = grow_by_division(engine, buffer_pass(engine), n_div) if n_div else 0
+        gradmax = grow_by_gradmax(engine, buffer_pass(engine), wanted - divided) if wanted > divided else 0
+        policy.grown_at_accuracy = plateau.recent
+        policy.grown_at_trend = plateau.recent - (plateau.previous or plateau.recent)
+        policy.detector.reset()
+    grew = divided + gradmax > 0
+    decision = {(True, True): "grew+retired", (True, False): "grew", (False, True): "retired"}.get((grew, retired > 0), "none")
+    if retired:
+        reason = f"retired {retired} dead or silent neuron(s); " + reason
+    return GrowthReport(
+        decision=decision, reason=reason, neurons_after=engine.cfg.neurons, active_after=engine.active_connections,
+        divided=divided, gradmax=gradmax, retired=retired, recent_accuracy=plateau.recent,
+        previous_accuracy=plateau.previous, check_ms=(time.perf_counter() - t0) * 1e3, **base,
+    )  # fmt: skip
+
+
+def log_growth(log, report: GrowthReport) -> None:
+    """``growth.decided`` for every check; ``growth.applied`` with before/after sizes when the network changed."""
+    fields = asdict(report)
+    fields["check_ms"] = round(report.check_ms, 2)
+    decided = ("trigger", "decision", "reason", "recent_accuracy", "previous_accuracy")
+    log.info("growth.decided", **{k: fields[k] for k in decided})
+    if report.changed:
+        sizes = ("neurons_before", "neurons_after", "active_before", "active_after", "divided", "gradmax", "retired", "check_ms")
+        log.info("growth.applied", **{k: fields[k] for k in sizes})
