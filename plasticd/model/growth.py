@@ -32,10 +32,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from plasticd.model.plastic_net import LIVE, NetConfig, Trace
+from plasticd.model.plastic_net import LIVE, NEURON_AXES, NetConfig, Trace
 
-# Axes along which each parameter is indexed by neuron (without the copy axis).
-NEURON_AXES = {"w_in": (0,), "b_in": (0,), "w": (0, 1), "w_out": (1,), "b_out": ()}
 OUTGOING = {"w": 1, "w_out": 1}  # parameter -> axis whose entries are a neuron's outgoing weights
 
 

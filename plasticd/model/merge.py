@@ -36,8 +36,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-# Which axes of each parameter are indexed by neuron.
-NEURON_AXES: dict[str, tuple[int, ...]] = {"w_in": (0,), "b_in": (0,), "w": (0, 1), "w_out": (1,), "b_out": ()}
+from plasticd.model.plastic_net import NEURON_AXES
 
 
 @dataclass(frozen=True)

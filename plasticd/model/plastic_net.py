@@ -27,6 +27,9 @@ from torch import Tensor
 
 PARAM_NAMES = ("w_in", "b_in", "w", "w_out", "b_out")
 LIVE = 0  # index of the training copy along the copy axis
+# Axes along which each parameter is indexed by neuron (without the copy axis): growth
+# reshapes along them, merges line stored history up with the live neurons along them.
+NEURON_AXES: dict[str, tuple[int, ...]] = {"w_in": (0,), "b_in": (0,), "w": (0, 1), "w_out": (1,), "b_out": ()}
 
 
 @dataclass(frozen=True)
