@@ -427,8 +427,7 @@ def _features_from_value(value: Any, limits: Limits) -> np.ndarray:
 
 def _array_from_lists(rows: list | tuple) -> np.ndarray:
     """float64 from a list of numbers or of equally long lists of numbers; types are checked in C, not per value."""
-    kinds = set(map(type, rows))
-    values: Iterable[Any] = rows
+    kinds = set(map(type, rows))  # a flat list's value types: checked once, below
     if kinds & {list, tuple}:
         if not kinds <= {list, tuple}:
             raise SampleError("wrong_rank", "expected a list of numbers or a list of lists, found a mix of both")
@@ -436,8 +435,8 @@ def _array_from_lists(rows: list | tuple) -> np.ndarray:
         if len(lengths) > 1:
             found = f"lengths {min(lengths)} to {max(lengths)}"
             raise SampleError("wrong_length", f"expected samples of equal length, found {found}")
-        values = chain.from_iterable(rows)
-    _check_number_types(set(map(type, values)))
+        kinds = set(map(type, chain.from_iterable(rows)))
+    _check_number_types(kinds)
     try:
         return np.array(rows, dtype=np.float64)
     except OverflowError as exc:  # an integer beyond float64, from a pickle
