@@ -63,7 +63,16 @@ class FolderSource:
             self._ready[name] = None
 
     def scan(self) -> int:
-        """List the folder; add every finished candidate. Returns how many are ready."""
+        """List the folder; add every finished candidate. Returns how many are ready.
+
+        Raises PlasticdError naming the folder when it cannot be listed (deleted, not a folder, no permission).
+        """
+        try:
+            return self._list()
+        except OSError as exc:
+            raise PlasticdError(f"folder {self.folder} cannot be listed: {exc}") from exc
+
+    def _list(self) -> int:
         now = time.time()
         found = []
         with os.scandir(self.folder) as entries:
@@ -162,12 +171,12 @@ class InboxSource(FolderSource):
                 self.log.warning("inbox.replaced", folder=str(self.folder), action="watched again")
                 self.stop()
                 self.start()
-            return super().scan()
+            return self._list()
         except FileNotFoundError:
             self.log.error("inbox.missing", folder=str(self.folder), action="recreated")
             self.stop()
             self.start()
-            return super().scan()
+            return self._list()
         except OSError as exc:
             raise PlasticdError(f"inbox {self.folder} cannot be listed: {exc}; fix it (it must be a folder plasticd may read and write)") from exc
 

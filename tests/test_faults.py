@@ -374,3 +374,31 @@ def test_the_first_signal_only_asks_to_stop(tmp_path: Path, monkeypatch: pytest.
     monkeypatch.setattr(os, "_exit", lambda code: pytest.fail("exited on the first signal"))
     worker.request_stop(signal.SIGINT)
     assert worker._stop_requested and worker._stop_signal == signal.SIGINT
+
+
+def test_an_ingest_folder_deleted_mid_run_stops_with_its_name_and_keeps_what_was_learned(tmp_path: Path) -> None:
+    """Burst mode (plasticd ingest): the folder vanishes after the first micro-batch. The loop stops
+    with a PlasticdError naming the folder, not a traceback from os.scandir, and the files already
+    trained on are checkpointed and moved on at shutdown."""
+    from plasticd.errors import PlasticdError
+
+    settings = _settings(tmp_path)
+    folder = tmp_path / "todo"
+    names = [f"s{i}.json" for i in range(10)]
+    rng = np.random.default_rng(0)
+    for name in names:
+        drop(folder, name, sample_json(rng))
+    worker = daemon.build_file_worker(settings, FolderSource(folder, 0.0), tmp_path / "done", mode="burst")
+    process = worker._process
+
+    def process_then_delete(items: list) -> None:
+        process(items)
+        shutil.rmtree(folder, ignore_errors=True)  # an operator cleans up under the running ingest
+
+    worker._process = process_then_delete  # type: ignore[method-assign]
+    with pytest.raises(PlasticdError, match=f"folder {folder} cannot be listed"):
+        worker.run()
+    done = sorted(p.name for p in files_in(tmp_path / "done"))
+    assert done and set(done) <= set(names), "the files learned before the folder went were not moved on"
+    assert len(done) == worker.counters.files_processed == worker.engine.metrics.seen
+    assert _latest(tmp_path).meta["counters"]["files_processed"] == len(done)
