@@ -34,22 +34,8 @@ from plasticd.model.buffer import RecentBuffer
 from plasticd.model.growth import gather_neurons
 from plasticd.model.normalize import InputNorm
 from plasticd.model.optim import OptimConfig, build_optimizer, reset_entries
-from plasticd.model.plastic_net import (
-    LIVE,
-    NEURON_AXES,
-    NetConfig,
-    Trace,
-    backward,
-    cross_entropy_grad,
-    forward,
-    init_params,
-)
-from plasticd.model.plasticity import (
-    PlasticityConfig,
-    RewirePlan,
-    UsageStats,
-    plan_rewire,
-)
+from plasticd.model.plastic_net import LIVE, NEURON_AXES, NetConfig, Trace, backward, cross_entropy_grad, forward, init_params
+from plasticd.model.plasticity import PlasticityConfig, RewirePlan, UsageStats, plan_rewire
 from plasticd.model.replay import ReservoirBuffer
 
 UNLABELLED = -1
@@ -351,14 +337,15 @@ class Engine:
         self.cfg = replace(self.cfg, neurons=m)
         for name in ("coact", "credit", "age"):
             setattr(self.stats, name, gather_neurons(getattr(self.stats, name), (0, 1), index))
-        pos = torch.arange(m)
-        first = torch.full((self.neuron_ids.numel(),), m, dtype=torch.int64).scatter_reduce(0, index.clamp_min(0), pos, "amin")
-        is_new = (index < 0) | (first[index.clamp_min(0)] != pos)  # (M,)
-        ids = self.neuron_ids[index.clamp_min(0)]
-        ids[is_new] = self.next_neuron_id + torch.arange(int(is_new.sum()))
-        self.next_neuron_id += int(is_new.sum())
+        pos, src = torch.arange(m), index.clamp_min(0)  # src: a valid old position for every new one
+        first = torch.full((self.neuron_ids.numel(),), m, dtype=torch.int64).scatter_reduce(0, src, pos, "amin")
+        is_new = (index < 0) | (first[src] != pos)  # (M,) fresh, or not the first position taken from its source
+        fresh = int(is_new.sum())
+        ids = self.neuron_ids[src]
+        ids[is_new] = self.next_neuron_id + torch.arange(fresh)
+        self.next_neuron_id += fresh
         self.neuron_ids = ids
-        self.neuron_born = torch.where(is_new, self.metrics.trained, self.neuron_born[index.clamp_min(0)])
+        self.neuron_born = torch.where(is_new, self.metrics.trained, self.neuron_born[src])
         self._scratch = None
         self._bind_parameters()
         for name, p in self.live.items():
