@@ -44,7 +44,7 @@ from torch import Tensor
 
 from plasticd.config import Settings
 from plasticd.model import growth as surgery
-from plasticd.model.plastic_net import LIVE, cross_entropy_grad, forward
+from plasticd.model.plastic_net import LIVE, cross_entropy_grad, forward, pre_activation_grads
 
 if TYPE_CHECKING:
     from plasticd.engine import Engine
@@ -234,29 +234,32 @@ class GrowthPolicy:
 @dataclass
 class BufferPass:
     xn: Tensor  # (B, D) normalised buffer inputs
-    h: Tensor  # (K, S, B, N) hidden states of every copy (live first)
-    dlogits: Tensor  # (B, C)
-    da: Tensor  # (K, B, N) dL/d(pre-activation)
+    dlogits: Tensor  # (B, C) of the live copy
+    da: Tensor  # (K, B, N) dL/d(pre-activation) of the live copy
 
 
 @torch.no_grad()
-def buffer_pass(engine: Engine, backward: bool = True) -> BufferPass:
-    """Forward of every copy over the recent-sample buffer (one batched pass), backward of the live copy."""
+def buffer_pass(engine: Engine) -> BufferPass:
+    """Forward and backward of the live copy over the recent-sample buffer: what growth is guided by."""
     xb, yb = engine.buffer.contents()
     xn = engine.norm(xb)
-    trace = forward(engine.theta, xn, engine.cfg)
-    if not backward:  # a retirement scan needs the activations only
-        return BufferPass(xn=xn, h=trace.h, dlogits=trace.logits[LIVE], da=trace.h[:, LIVE])
+    trace = forward({k: v[LIVE : LIVE + 1] for k, v in engine.theta.items()}, xn, engine.cfg)
     dlogits = cross_entropy_grad(trace.logits[LIVE], yb, None, engine.settings.train.label_smoothing)
-    da = surgery.pre_activation_grads(engine.live, trace, dlogits, engine.cfg)
-    return BufferPass(xn=xn, h=trace.h, dlogits=dlogits, da=da)
+    return BufferPass(xn=xn, dlogits=dlogits, da=pre_activation_grads(engine.live, trace, dlogits, engine.cfg))
 
 
-def retire_candidates(engine: Engine, bp: BufferPass) -> Tensor:
+@torch.no_grad()
+def buffer_activity(engine: Engine) -> Tensor:
+    """(N,) the largest |activation| of each neuron over the buffer, every iteration and every copy (the average predicts)."""
+    xb, _ = engine.buffer.contents()
+    return forward(engine.theta, engine.norm(xb), engine.cfg).h.abs().amax(dim=(0, 1, 2))
+
+
+def retire_candidates(engine: Engine, activity: Tensor) -> Tensor:
     """(N,) bool: neurons old enough that are dead on the buffer (in every copy) or whose outgoing weights vanished."""
     g = engine.settings.growth
     n = engine.cfg.neurons
-    dead = bp.h.abs().amax(dim=(0, 1, 2)) == 0.0  # (N,) never active on the buffer, in any copy (the average predicts)
+    dead = activity == 0.0  # (N,) never active on the buffer, in any copy (``buffer_activity``)
     out = torch.maximum(engine.theta["w"].abs().amax(dim=(0, 1)), engine.theta["w_out"].abs().amax(dim=(0, 1)))  # (N,)
     silent = out <= g.retire_out_eps
     old = (engine.metrics.trained - engine.neuron_born) >= g.retire_min_age  # (N,) on the CPU
@@ -319,7 +322,7 @@ def retire_if_due(engine: Engine, trigger: str) -> int:
     if not (g.retire and due and bool(((trained - engine.neuron_born) >= g.retire_min_age).any())):
         return 0
     policy.scanned_at = trained
-    keep = ~retire_candidates(engine, buffer_pass(engine, backward=False))
+    keep = ~retire_candidates(engine, buffer_activity(engine))
     retired = int((~keep).sum())
     if retired:
         engine._resize(*surgery.retire(engine.theta, engine.mask, keep))

@@ -4,7 +4,6 @@ keeps pruned connections at zero, and the merged network trains on."""
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from plasticd.engine import Engine

@@ -32,7 +32,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from plasticd.model.plastic_net import LIVE, NEURON_AXES, NetConfig, Trace
+from plasticd.model.plastic_net import NEURON_AXES
 
 OUTGOING = {"w": 1, "w_out": 1}  # parameter -> axis whose entries are a neuron's outgoing weights
 
@@ -150,19 +150,6 @@ def random_connections(n: int, p: int, density: float, generator: torch.Generato
 
 
 # -------------------------------------------------------------------- signals
-
-
-def pre_activation_grads(live: dict[str, Tensor], trace: Trace, dlogits: Tensor, cfg: NetConfig) -> Tensor:
-    """dL/d(pre-activation) (K, B, N) of the live copy at every iteration (the backward pass of ``plastic_net``)."""
-    h = trace.h[:, LIVE]  # (K, B, N)
-    slope = (h > 0).to(h.dtype) if cfg.activation == "relu" else 1.0 - h * h  # (K, B, N)
-    da = torch.empty_like(h)
-    dh = dlogits @ live["w_out"]  # (B, N)
-    for i in range(h.shape[0] - 1, -1, -1):
-        torch.mul(dh, slope[i], out=da[i])
-        if i > 0:
-            dh = da[i] @ live["w"]
-    return da
 
 
 def gradient_load(da: Tensor) -> Tensor:

@@ -112,14 +112,7 @@ def backward(
     k, n = h.shape[0], h.shape[2]
     torch.mm(dlogits.t(), h[k - 1], out=grads["w_out"])  # (C, N)
     torch.sum(dlogits, dim=0, out=grads["b_out"])  # (C,)
-    # act'(a) for every iteration at once, from the outputs: relu' = [h > 0], tanh' = 1 - h².
-    slope = (h > 0).to(h.dtype) if cfg.activation == "relu" else 1.0 - h * h  # (K, B, N)
-    da = torch.empty_like(h)  # (K, B, N) dL/d(pre-activation) per iteration
-    dh = dlogits @ live["w_out"]  # (B, N)
-    for i in range(k - 1, -1, -1):
-        torch.mul(dh, slope[i], out=da[i])
-        if i > 0:
-            dh = da[i] @ live["w"]  # (B, N)
+    da = pre_activation_grads(live, trace, dlogits, cfg)  # (K, B, N)
     if k > 1:
         # All K-1 recurrent outer products in one GEMM: (N, (K-1)B) @ ((K-1)B, N).
         torch.mm(da[1:].reshape(-1, n).t(), h[:-1].reshape(-1, n), out=grads["w"])
@@ -131,6 +124,20 @@ def backward(
     else:
         torch.mm(du.t(), x, out=grads["w_in"])  # (N, D)
     torch.sum(du, dim=0, out=grads["b_in"])  # (N,)
+
+
+def pre_activation_grads(live: dict[str, Tensor], trace: Trace, dlogits: Tensor, cfg: NetConfig) -> Tensor:
+    """dL/d(pre-activation) (K, B, N) of the live copy at every iteration, given dL/dlogits (B, C)."""
+    h = trace.h[:, LIVE]  # (K, B, N)
+    # act'(a) for every iteration at once, from the outputs: relu' = [h > 0], tanh' = 1 - h².
+    slope = (h > 0).to(h.dtype) if cfg.activation == "relu" else 1.0 - h * h  # (K, B, N)
+    da = torch.empty_like(h)
+    dh = dlogits @ live["w_out"]  # (B, N)
+    for i in range(h.shape[0] - 1, -1, -1):
+        torch.mul(dh, slope[i], out=da[i])
+        if i > 0:
+            dh = da[i] @ live["w"]  # (B, N)
+    return da
 
 
 def cross_entropy_grad(logits: Tensor, labels: Tensor, weight: Tensor | None, label_smoothing: float = 0.0) -> Tensor:
