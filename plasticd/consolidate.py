@@ -38,11 +38,10 @@ import torch
 
 from plasticd.config import MergeSettings
 from plasticd.model.merge import MagMaxFold
+from plasticd.model.optim import FIRST_MOMENTS, Optimizer, state_tensors
 
 if TYPE_CHECKING:
     from plasticd.engine import Engine
-
-_FIRST_MOMENTS = ("exp_avg", "momentum_buffer")
 
 
 @dataclass(frozen=True)
@@ -56,6 +55,7 @@ class MergeReport:
     trained: int  # labelled samples learned since the previous boundary
     merge_ms: float
     skipped: str | None = None  # why nothing was written, if so
+    refused: bool = False  # skipped because the values were not finite (an error, not a routine skip)
 
 
 class DriftDetector:
@@ -92,7 +92,7 @@ def log_merge(log, report: MergeReport) -> None:
     fields = {"reason": r.reason, "lam": r.lam, "tasks": r.tasks, "neurons": r.neurons, "trained": r.trained}
     if report.skipped is None:
         log.info("merge.applied", changed=report.changed, entries=report.entries, merge_ms=round(report.merge_ms, 2), **fields)
-    elif "not finite" in report.skipped:
+    elif report.refused:
         log.error("merge.refused", why=report.skipped, **fields)
     else:
         log.info("merge.skipped", why=report.skipped, **fields)
@@ -109,16 +109,11 @@ def merge_due(settings: MergeSettings, consolidator: Consolidator, trained_since
     return None
 
 
-def rescale_optimizer(optimizer: object, params: list[torch.Tensor]) -> int:
-    """Zero first-moment state of ``params`` (kept: second moments); returns the tensors zeroed."""
-    zeroed = 0
+def rescale_optimizer(optimizer: Optimizer, params: list[torch.Tensor]) -> None:
+    """Zero the first-moment state of ``params`` (kept: second moments)."""
     for p in params:
-        state = getattr(optimizer, "state", {}).get(p, {})
-        for slot in _FIRST_MOMENTS:
-            if isinstance(state.get(slot), torch.Tensor):
-                state[slot].zero_()
-                zeroed += 1
-    return zeroed
+        for moment in state_tensors(optimizer, p, FIRST_MOMENTS):
+            moment.zero_()
 
 
 class Consolidator:
@@ -152,9 +147,9 @@ class Consolidator:
         trained = self.since_boundary(engine)
         n = engine.cfg.neurons
 
-        def report(changed: int = 0, entries: int = 0, skipped: str | None = None) -> MergeReport:
+        def report(changed: int = 0, entries: int = 0, skipped: str | None = None, refused: bool = False) -> MergeReport:
             ms = (time.perf_counter() - t0) * 1e3
-            return MergeReport(reason, lam, self.fold.tasks, changed, entries, n, trained, ms, skipped)
+            return MergeReport(reason, lam, self.fold.tasks, changed, entries, n, trained, ms, skipped, refused)
 
         self.drift_pending = False  # an alarm right after a boundary is not a new task
         if trained < max(1, min_samples):
@@ -162,11 +157,11 @@ class Consolidator:
         current = {k: v[-1] for k, v in engine.theta.items()}  # the predicting copy, (…) without the copy axis
         before = self.fold.snapshot()
         if not self.fold.fold(current, engine.neuron_ids):
-            return report(skipped="the task vector is not finite; nothing was folded or written")
+            return report(skipped="the weights or the task vector are not finite; nothing was folded or written", refused=True)
         result = self.fold.apply(current, engine.neuron_ids, engine.mask, lam)
         if not result.finite:
             self.fold.restore(before)
-            return report(skipped="the merged weights are not finite; the network and the fold were left unchanged")
+            return report(skipped="the merged weights are not finite; the network and the fold were left unchanged", refused=True)
         self.trained_at_boundary = engine.metrics.trained
         for k, v in engine.theta.items():
             v.copy_(result.theta[k].unsqueeze(0).expand_as(v))  # every copy: (S, …)

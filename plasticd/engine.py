@@ -34,7 +34,7 @@ from plasticd.model.buffer import RecentBuffer
 from plasticd.model.growth import gather_neurons
 from plasticd.model.normalize import InputNorm
 from plasticd.model.optim import OptimConfig, build_optimizer, reset_entries
-from plasticd.model.plastic_net import LIVE, NEURON_AXES, NetConfig, Trace, backward, cross_entropy_grad, forward, init_params
+from plasticd.model.plastic_net import LIVE, NEURON_AXES, NetConfig, all_finite, Trace, backward, cross_entropy_grad, forward, init_params
 from plasticd.model.plasticity import PlasticityConfig, RewirePlan, UsageStats, plan_rewire
 from plasticd.model.replay import ReservoirBuffer
 
@@ -236,8 +236,7 @@ class Engine:
         dlogits = cross_entropy_grad(trace.logits[LIVE], target, weight, self.settings.train.label_smoothing)
         backward(self.live, trace, dlogits, self.grads, self.cfg)
         self.grads["w"].mul_(self.mask_f)  # absent connections get no update
-        grads = list(self.grads.values())
-        if not bool(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all()):
+        if not all_finite(list(self.grads.values())):
             raise NonFiniteError("the gradient of this batch is not finite; the update was not applied")
         self.optimizer.step()
         self.steps += 1

@@ -259,3 +259,19 @@ def test_the_daemon_merges_when_idle_and_keeps_the_history_across_a_restart(tmp_
     finally:
         assert d.stop() == 0, d.tail()
     assert third["tasks"] == 2  # the fold came back from the checkpoint
+
+
+def test_non_finite_weights_are_refused_before_they_can_become_a_base() -> None:
+    """Neither the first fold (θ₀) nor the history of new neurons may take non-finite values:
+    one would poison every later task vector."""
+    fold = MagMaxFold()
+    bad = params(3, 1.0)
+    bad["b_in"][0] = float("inf")
+    assert not fold.fold(bad, IDS3) and not fold.has_base
+    fold.fold(params(3, 1.0), IDS3)
+    grown = params(4, 2.0)
+    grown["w_in"][3, 0] = float("nan")  # the new neuron (id 3) carries the bad value
+    assert not fold.fold(grown, torch.arange(4))
+    assert torch.equal(fold.ids, IDS3) and fold.base["w"].shape == (3, 3) and fold.tasks == 0
+    assert fold.fold(params(4, 2.0), torch.arange(4)) and fold.tasks == 1
+    assert all(bool(torch.isfinite(v).all()) for v in (*fold.base.values(), *fold.tau.values()))

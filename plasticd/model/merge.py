@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from plasticd.model.plastic_net import NEURON_AXES
+from plasticd.model.plastic_net import NEURON_AXES, all_finite
 
 
 @dataclass(frozen=True)
@@ -117,16 +117,20 @@ class MagMaxFold:
     @torch.no_grad()
     def fold(self, theta: dict[str, Tensor], ids: Tensor) -> bool:
         """Mark a task boundary at ``theta`` (single copy, live layout). Returns False, changing
-        nothing, when the task vector is not finite."""
+        nothing, when ``theta`` or the task vector is not finite."""
         assert set(theta) == set(NEURON_AXES), f"theta must hold {sorted(NEURON_AXES)}, got {sorted(theta)}"
+        if not all_finite(list(theta.values())):  # it would become θ₀ (first fold, or new neurons' history)
+            return False
         if not self.has_base:
             self.base = {k: v.detach().clone() for k, v in theta.items()}
             self.tau = {k: torch.zeros_like(v) for k, v in theta.items()}
             self.ids = ids.clone()
             return True
+        before = self.snapshot()
         self._rekey(theta, ids)
         taus = {k: theta[k] - self.base[k] for k in theta}
-        if not bool(torch.isfinite(torch.stack(torch._foreach_norm(list(taus.values())))).all()):
+        if not all_finite(list(taus.values())):  # finite θ and θ₀ can still overflow when subtracted
+            self.restore(before)
             return False
         for k, tau in taus.items():
             self.tau[k] = torch.where(tau.abs() >= self.tau[k].abs(), tau, self.tau[k])  # ties: the newer wins
@@ -141,7 +145,7 @@ class MagMaxFold:
         self._rekey(theta, ids)
         merged = {k: torch.add(self.base[k], self.tau[k], alpha=lam) for k in theta}
         merged["w"] = torch.where(mask, merged["w"], torch.zeros_like(merged["w"]))  # pruned stays exactly 0
-        finite = bool(torch.isfinite(torch.stack(torch._foreach_norm(list(merged.values())))).all())
+        finite = all_finite(list(merged.values()))
         changed = sum(int(torch.count_nonzero(merged[k] != theta[k])) for k in theta)
         entries = sum(v.numel() for k, v in theta.items() if k != "w") + int(torch.count_nonzero(mask))
         return MergeResult(theta=merged, changed=changed, entries=entries, finite=finite)

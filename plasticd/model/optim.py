@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 _STATE_SLOTS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq", "momentum_buffer")
+FIRST_MOMENTS = ("exp_avg", "momentum_buffer")  # the slots that point along the recent update direction
 
 
 @dataclass(frozen=True)
@@ -70,10 +71,10 @@ def build_optimizer(params: list[Tensor], cfg: OptimConfig) -> Optimizer:
     raise ValueError(f"optimizer must be adam, adamw or sgd, got {cfg.kind!r}")
 
 
-def state_tensors(opt: Optimizer, param: Tensor) -> list[Tensor]:
-    """The per-element state tensors the optimizer keeps for ``param`` (empty before the first step)."""
+def state_tensors(opt: Optimizer, param: Tensor, slots: tuple[str, ...] = _STATE_SLOTS) -> list[Tensor]:
+    """The per-element state tensors (of ``slots``) the optimizer keeps for ``param`` (empty before the first step)."""
     state = opt.state.get(param, {})
-    return [state[slot] for slot in _STATE_SLOTS if isinstance(state.get(slot), Tensor)]
+    return [state[slot] for slot in slots if isinstance(state.get(slot), Tensor)]
 
 
 def reset_entries(opt: Optimizer, param: Tensor, flat_index: Tensor) -> None:

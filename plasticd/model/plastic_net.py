@@ -126,6 +126,11 @@ def backward(
     torch.sum(du, dim=0, out=grads["b_in"])  # (N,)
 
 
+def all_finite(tensors: list[Tensor]) -> bool:
+    """Whether every entry of every tensor is finite: one norm per tensor, one host sync for all."""
+    return bool(torch.isfinite(torch.stack(torch._foreach_norm(tensors))).all())
+
+
 def pre_activation_grads(live: dict[str, Tensor], trace: Trace, dlogits: Tensor, cfg: NetConfig) -> Tensor:
     """dL/d(pre-activation) (K, B, N) of the live copy at every iteration, given dL/dlogits (B, C)."""
     h = trace.h[:, LIVE]  # (K, B, N)
