@@ -32,6 +32,7 @@ from plasticd.errors import PlasticdError
 SESSION_FILE = "session.json"
 NAME_MAX = 255  # bytes, the usual limit of one path component
 _SEP = "~"
+SIDECAR_SUFFIX = ".error.json"  # next to each quarantined file: why it was refused
 
 
 class WorkAreaError(PlasticdError):
@@ -49,7 +50,8 @@ def fsync_dir(folder: Path) -> None:
 
 def write_json_atomic(path: Path, payload: dict) -> None:
     """Write ``payload`` to ``path`` via a temp file in the same folder: readers never see half a file."""
-    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
+    pid = f"-{os.getpid()}"
+    tmp = path.with_name(_fit_name(path.name, ".tmp-", reserve=len(pid)) + pid)
     try:
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(payload, f, indent=1, sort_keys=True)
@@ -60,10 +62,11 @@ def write_json_atomic(path: Path, payload: dict) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _fit_name(name: str, prefix: str) -> str:
-    """``prefix + name``, shortened in the middle of ``name`` to fit NAME_MAX bytes."""
+def _fit_name(name: str, prefix: str, reserve: int = 0) -> str:
+    """``prefix + name``, ``name``'s stem shortened to fit NAME_MAX bytes with ``reserve`` bytes to spare
+    (for a suffix the caller adds: a sidecar's ``.error.json``, a temp file's pid)."""
     raw = os.fsencode(name)
-    room = NAME_MAX - len(os.fsencode(prefix))
+    room = NAME_MAX - len(os.fsencode(prefix)) - reserve
     if len(raw) > room:
         stem, ext = os.path.splitext(name)
         ext_raw = os.fsencode(ext)[:16]
@@ -79,15 +82,16 @@ def _same_file(a: Path, b: Path) -> bool:
     return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
 
 
-def move_no_overwrite(src: Path, folder: Path, name: str) -> Path:
+def move_no_overwrite(src: Path, folder: Path, name: str, reserve: int = 0) -> Path:
     """Move ``src`` into ``folder`` under ``name``, or ``stem~N.ext`` if that is taken; never overwrites.
+    Names are shortened to leave ``reserve`` bytes of NAME_MAX for a suffix the caller will add.
 
     Uses ``link`` + ``unlink`` (``link`` fails if the target exists); falls back
     to ``rename`` for things that cannot be hard-linked (directories, some file systems).
     """
     stem, ext = os.path.splitext(name)
     for n in range(10_000):
-        target = folder / (_fit_name(name, "") if n == 0 else _fit_name(f"{stem}{_SEP}{n}{ext}", ""))
+        target = folder / _fit_name(name if n == 0 else f"{stem}{_SEP}{n}{ext}", "", reserve)
         try:
             os.link(src, target, follow_symlinks=False)
         except FileExistsError:
@@ -248,8 +252,8 @@ def quarantine(claim: Claim, failed: Path, reason: str, message: str, error_type
     is still in the log (``sample.quarantined``).
     """
     failed.mkdir(parents=True, exist_ok=True)
-    final = move_no_overwrite(claim.path, failed, claim.original_name)
-    sidecar = final.with_name(final.name + ".error.json")
+    final = move_no_overwrite(claim.path, failed, claim.original_name, reserve=len(SIDECAR_SUFFIX))
+    sidecar = final.with_name(final.name + SIDECAR_SUFFIX)
     write_json_atomic(
         sidecar,
         {

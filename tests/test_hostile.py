@@ -118,6 +118,7 @@ def test_hostile_inputs_are_quarantined_with_their_reasons(tmp_path: Path) -> No
         d.wait_for_event("daemon.ready")
         for name, (content, _) in cases.items():
             drop(inbox, name, content)
+        drop(inbox, "z" * 245 + ".json", '{"x": [1, 2')  # broken, and its sidecar's name would pass NAME_MAX
         rng = np.random.default_rng(1)
         good = {
             "line\nbreak.json": sample_json(rng),
@@ -128,7 +129,7 @@ def test_hostile_inputs_are_quarantined_with_their_reasons(tmp_path: Path) -> No
         }
         for name, content in good.items():
             drop(inbox, name, content)
-        wait_until(lambda: len(files_in(tmp_path / "data_failed", "*.error.json")) >= len(expected), 60, "all quarantined")
+        wait_until(lambda: len(files_in(tmp_path / "data_failed", "*.error.json")) >= len(expected) + 1, 60, "all quarantined")
         wait_until(lambda: len(files_in(tmp_path / "data_processed")) >= 1 + len(good), 60, "the good files")
         drop(inbox, "after.json", sample_json(rng))  # still serving
         wait_until(lambda: any(p["file"] == "after.json" for p in predictions(tmp_path)), 30, "a file after the attack")
@@ -140,6 +141,8 @@ def test_hostile_inputs_are_quarantined_with_their_reasons(tmp_path: Path) -> No
         record = json.loads(sidecar.read_text())
         found[record["file"]] = record["reason"]
         assert record["message"] and record["exception"] == "SampleError"
+    long_names = [name for name in found if name.startswith("z" * 200)]  # claims shorten long names (kept unique)
+    assert len(long_names) == 1 and long_names[0].endswith(".json") and found.pop(long_names[0]) == "truncated"
     assert found == expected
     assert Path("/etc/passwd").exists() and (tmp_path / "plasticd.toml").exists()
     assert (tmp_path / "outside.json").read_text().startswith("{"), "the hard link's other name was touched"
@@ -149,4 +152,4 @@ def test_hostile_inputs_are_quarantined_with_their_reasons(tmp_path: Path) -> No
     assert os.fsdecode(b"bytes-\xff\xfe.json") in processed
     assert any(name.startswith("x" * 200) for name in processed), "the long name was lost"
     events = [e for e in d.events() if e["event"] == "sample.quarantined"]
-    assert len(events) == len(expected)
+    assert len(events) == len(expected) + 1
