@@ -52,6 +52,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
+from plasticd.claims import fsync_dir
 from plasticd.errors import CheckpointError
 from plasticd.log import get_logger
 
@@ -161,7 +162,7 @@ class CheckpointStore:
             os.fsync(handle.fileno())
         os.rename(temp, final)
         written.append(final)
-        _fsync_folder(self.folder)
+        fsync_dir(self.folder)
 
     def _roll_back(self, written: list[Path]) -> None:
         """Remove what a failed save wrote, newest first (so the JSON goes before its tensors file)."""
@@ -179,7 +180,7 @@ class CheckpointStore:
         try:
             for info in old:
                 info.json_path.unlink(missing_ok=True)
-            _fsync_folder(self.folder)
+            fsync_dir(self.folder)
             for info in old:
                 info.tensors_path.unlink(missing_ok=True)
         except OSError as exc:
@@ -319,15 +320,6 @@ def _make_record(
 
 def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make the folder's entries (renames, unlinks) durable."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _read_record(json_path: Path) -> dict[str, Any]:

@@ -209,7 +209,11 @@ class WorkArea:
 
     @staticmethod
     def remove_if_empty(session: Session) -> bool:
-        if any(name != SESSION_FILE for name in os.listdir(session.folder)):
+        try:
+            names = os.listdir(session.folder)
+        except FileNotFoundError:
+            return True  # an operator removed it already (Claimer.claim expects that too)
+        if any(name != SESSION_FILE for name in names):
             return False
         (session.folder / SESSION_FILE).unlink(missing_ok=True)
         session.folder.rmdir()

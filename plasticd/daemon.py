@@ -74,8 +74,7 @@ class RunSummary:
 
 
 def _limits(settings: Settings) -> Limits:
-    lim = settings.limits
-    return Limits(max_file_bytes=lim.max_file_bytes, max_samples=lim.max_samples, max_abs_value=lim.max_abs_value)
+    return Limits(**settings.limits.model_dump())  # the settings cover a subset; the rest keep Limits' defaults
 
 
 def _common(settings: Settings) -> tuple[Engine, CheckpointStore, PredictionWriter]:

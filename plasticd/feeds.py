@@ -37,7 +37,6 @@ class FileFeed:
         self.claimer = claimer
         self.input_dim, self.num_classes, self.limits = input_dim, num_classes, limits
         self.recovered: deque[Claim] = deque()
-        self.claimed = 0
 
     def _item(self, claim: Claim) -> Item:
         try:
@@ -63,7 +62,6 @@ class FileFeed:
             for path in paths:
                 claim = self.claimer.claim(path)
                 if claim is not None:  # None: another process took it first
-                    self.claimed += 1
                     items.append(self._item(claim))
         return items
 

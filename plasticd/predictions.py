@@ -62,6 +62,8 @@ class PredictionWriter:
         self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
 
     def _rotate(self) -> None:
+        self._file.flush()
+        os.fsync(self._file.fileno())  # what moves to .1 was written since the last sync; a checkpoint may cover it
         self._file.close()
         for i in range(self.keep - 1, 0, -1):
             older = self.path.with_name(f"{self.path.name}.{i}")
