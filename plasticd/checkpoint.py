@@ -118,7 +118,10 @@ class CheckpointStore:
         started = time.monotonic()
         cpu = _cpu_copies(tensors)
         payload = safetensors_bytes(cpu)
-        seq = self._next_seq()
+        try:
+            seq = self._next_seq()
+        except OSError as exc:  # e.g. the folder itself is gone
+            raise CheckpointError(f"checkpoint not saved: cannot list {self.folder}: {exc}") from exc
         stem = f"ckpt-{seq:010d}"
         tensors_path, json_path = self.folder / f"{stem}.safetensors", self.folder / f"{stem}.json"
         created = datetime.now(UTC).isoformat(timespec="milliseconds")
@@ -174,10 +177,10 @@ class CheckpointStore:
 
     def _rotate(self) -> None:
         """Delete all but the newest ``keep`` committed checkpoints: every JSON, an fsync, then the tensors."""
-        old = self.list()[: -self.keep]
-        if not old:
-            return
         try:
+            old = self.list()[: -self.keep]
+            if not old:
+                return
             for info in old:
                 info.json_path.unlink(missing_ok=True)
             fsync_dir(self.folder)

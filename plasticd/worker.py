@@ -345,10 +345,7 @@ class Worker:
             self.predictions.sync()
         except OSError as exc:
             raise CheckpointError(f"cannot make the predictions journal {self.predictions.path} durable: {exc}") from exc
-        try:
-            return self.store.save(tensors, meta)
-        except OSError as exc:  # e.g. the checkpoint folder itself is gone
-            raise CheckpointError(f"checkpoint not saved in {self.store.folder}: {exc}") from exc
+        return self.store.save(tensors, meta)
 
     def _maybe_checkpoint(self, reason: str) -> None:
         """A checkpoint, unless the last one failed and its back-off has not passed (no retry storm)."""
