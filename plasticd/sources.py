@@ -21,7 +21,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 
-from watchdog.events import FileClosedEvent, FileCreatedEvent, FileMovedEvent, FileSystemEvent, FileSystemEventHandler
+from watchdog.events import FileClosedEvent, FileMovedEvent, FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
 from plasticd.errors import PlasticdError
@@ -42,6 +42,17 @@ def _shorten_move_pairing() -> None:
     except ImportError:  # not Linux, or another watchdog layout: keep its default
         return
     InotifyMoveEventGrouper.delay = MOVE_PAIRING_DELAY_S
+
+
+def _observer() -> Observer:
+    """inotify with full move events where available: a file renamed in from another folder then
+    arrives as a move (watchdog otherwise reports it as a *create*, indistinguishable from a file
+    opened for writing, and it would wait for a rescan)."""
+    try:
+        from watchdog.observers.inotify import InotifyObserver
+    except ImportError:  # not Linux
+        return Observer()
+    return InotifyObserver(generate_full_events=True)
 
 
 def is_candidate(name: str) -> bool:
@@ -113,15 +124,13 @@ class _Hints(FileSystemEventHandler):
             return
         if isinstance(event, FileMovedEvent):
             path = os.fsdecode(event.dest_path)
-        elif isinstance(event, (FileClosedEvent, FileCreatedEvent)):
+        elif isinstance(event, FileClosedEvent):
             path = os.fsdecode(event.src_path)
         else:
             return
         folder, name = os.path.split(path)
         if Path(folder) != self.source.folder or not is_candidate(name):
             return
-        if isinstance(event, FileCreatedEvent):
-            return  # written in place: wait for the close-after-write event (or the settle time)
         self.source._mark_ready(name)
         self.source.wake()
 
@@ -141,12 +150,11 @@ class InboxSource(FolderSource):
         self.folder.mkdir(parents=True, exist_ok=True)
         self.folder = self.folder.resolve()
         self._identity = _identity(self.folder)
-        observer = Observer()
-        # Only the events that can make a file ready: the kernel then does not wake
-        # us (and take the GIL from the worker) for every open/read/modify.
-        observer.schedule(
-            _Hints(self), str(self.folder), recursive=False, event_filter=[FileMovedEvent, FileClosedEvent, FileCreatedEvent]
-        )
+        observer = _observer()
+        # Only the events that can make a file ready (a rename into the inbox, from
+        # inside or outside it; a close after writing): the kernel then does not wake
+        # us (and take the GIL from the worker) for every create/open/read/modify.
+        observer.schedule(_Hints(self), str(self.folder), recursive=False, event_filter=[FileMovedEvent, FileClosedEvent])
         observer.daemon = True
         observer.start()
         self._observer = observer
