@@ -48,15 +48,17 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def write_json_atomic(path: Path, payload: dict) -> None:
-    """Write ``payload`` to ``path`` via a temp file in the same folder: readers never see half a file."""
+def write_json_atomic(path: Path, payload: dict, durable: bool = True) -> None:
+    """Write ``payload`` to ``path`` via a temp file in the same folder: readers never see half a file.
+    ``durable=False`` skips the fsync: for files rewritten often whose loss in a power cut costs nothing."""
     pid = f"-{os.getpid()}"
     tmp = path.with_name(_fit_name(path.name, ".tmp-", reserve=len(pid)) + pid)
     try:
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(payload, f, indent=1, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

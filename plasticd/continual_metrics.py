@@ -43,9 +43,8 @@ def forgetting(r: np.ndarray) -> float:
     t = r.shape[0]
     if t < 2:
         return 0.0
-    lower = np.tril(r[:-1, :-1])  # (T-1, T-1): rows before the last, only tasks already learned
-    masked = np.where(np.tri(t - 1, dtype=bool), lower, -np.inf)
-    best = masked.max(axis=0)  # (T-1,) best past accuracy of each earlier task
+    learned = np.tri(t - 1, dtype=bool)  # (T-1, T-1): rows before the last, only tasks already learned
+    best = np.where(learned, r[:-1, :-1], -np.inf).max(axis=0)  # (T-1,) best past accuracy of each earlier task
     return float((best - r[-1, :-1]).mean())
 
 

@@ -23,10 +23,6 @@ class Notifier:
             self._address = "\0" + address[1:] if address.startswith("@") else address
             self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
 
-    @property
-    def enabled(self) -> bool:
-        return self._sock is not None
-
     def send(self, *fields: str) -> bool:
         """Send ``KEY=value`` fields as one message; False if not under systemd or the send failed."""
         if self._sock is None:

@@ -26,7 +26,9 @@ class State(str, Enum):
 
 def write_status(folder: Path, status: dict) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(folder / STATUS_FILE, {**status, "updated_at": time.time(), "pid": os.getpid()})
+    # Rewritten every daemon.status_seconds from the worker loop: atomic, but not fsynced (a status
+    # file lost in a power cut is rewritten within a second of the restart).
+    write_json_atomic(folder / STATUS_FILE, {**status, "updated_at": time.time(), "pid": os.getpid()}, durable=False)
 
 
 def read_status(folder: Path) -> dict | None:

@@ -41,11 +41,12 @@ def gather_neurons(t: Tensor, axes: tuple[int, ...], index: Tensor, lead: int = 
     """``t`` re-indexed along each neuron axis (after ``lead`` leading axes) by ``index`` (M,); -1 gives zeros."""
     if not axes:
         return t.clone()
+    has_fresh = bool((index < 0).any())  # once, before moving to the device (no sync per axis)
     fresh = (index < 0).to(t.device)
     safe = index.clamp_min(0).to(t.device)
     for axis in axes:
         t = t.index_select(lead + axis, safe)
-        if bool(fresh.any()):
+        if has_fresh:
             shape = [1] * t.dim()
             shape[lead + axis] = index.numel()
             t = t.masked_fill(fresh.view(shape), 0)
