@@ -156,10 +156,12 @@ def _read_exactly(fd: int, size: int) -> bytes:
 
 
 def _decode_json(data: bytes, limits: Limits) -> Any:
-    _check_json_depth(data, limits.max_json_depth)
-    document = _fast_json(data)
+    document = _fast_json(data)  # orjson stops at its own depth limit (1024) without recursing further
     if document is None:  # the strict parser decides, and says precisely why a file is bad
+        _check_json_depth(data, limits.max_json_depth)  # before a parser that recurses
         document = _parse_json(_utf8_text(data))
+    elif _bracket_count(data) > limits.max_json_depth:  # a batch file may nest too deep: count on the parsed levels
+        _check_parsed_depth(document, limits.max_json_depth)
     if isinstance(document, dict) and "id" in document:  # a producer's tag, allowed and ignored
         _check_id(document.pop("id"))
     return document
@@ -212,7 +214,7 @@ def _check_json_depth(data: bytes, max_depth: int) -> None:
     as escaped everywhere, in strings or not; json.loads fails at the first backslash outside a string, so
     the count is exact up to wherever json.loads would get.
     """
-    if data.count(b"[") + data.count(b"{") <= max_depth:
+    if _bracket_count(data) <= max_depth:
         return  # cannot nest deeper: most single-sample files stop here
     carry = _ScanCarry(backslashes=0, quotes=0, depth=0)
     for start in range(0, len(data), _SCAN_CHUNK):
@@ -220,6 +222,25 @@ def _check_json_depth(data: bytes, max_depth: int) -> None:
         carry, peak = _scan_chunk(chunk, carry)
         if peak > max_depth:
             raise SampleError("json_too_deep", f"expected JSON nested at most {max_depth} deep, found {peak} or more")
+
+
+def _bracket_count(data: bytes) -> int:
+    """Opening brackets anywhere (strings included): an upper bound of the nesting depth."""
+    return data.count(b"[") + data.count(b"{")
+
+
+def _check_parsed_depth(document: Any, max_depth: int) -> None:
+    """The nesting depth of a parsed document, one level at a time (no recursion); raises past ``max_depth``."""
+    depth, level = 0, [document]
+    while True:
+        kinds = set(map(type, level))
+        if not kinds & {list, dict}:
+            return
+        depth += 1
+        if depth > max_depth:
+            raise SampleError("json_too_deep", f"expected JSON nested at most {max_depth} deep, found {depth} or more")
+        containers = level if kinds <= {list, dict} else [v for v in level if type(v) in (list, dict)]
+        level = list(chain.from_iterable(c.values() if type(c) is dict else c for c in containers))
 
 
 class _ScanCarry(NamedTuple):
