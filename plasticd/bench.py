@@ -321,15 +321,11 @@ def run_bench(settings: Settings, opts: BenchOptions) -> int:
         print()
         print(targets)
     if opts.json_out is not None:
-        opts.json_out.write_text(
-            json.dumps(
-                {
-                    "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()},
-                    "settings": json.loads(settings_json),
-                    "contenders": [asdict(r) for r in results],
-                    "rewire": [asdict(t) for t in timings],
-                },
-                indent=2,
-            )
-        )
+        write_results(opts.json_out, opts, settings_json, contenders=[asdict(r) for r in results], rewire=[asdict(t) for t in timings])
     return 0
+
+
+def write_results(path: Path, opts: object, settings_json: str, **results: object) -> None:
+    """A benchmark's options (paths as strings), settings and results as one JSON file."""
+    options = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()}  # type: ignore[call-overload]
+    path.write_text(json.dumps({"options": options, "settings": json.loads(settings_json), **results}, indent=2))

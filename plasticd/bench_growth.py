@@ -17,7 +17,6 @@ name, and the final N over seeds (mean ± std).
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import statistics
 import time
@@ -27,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from plasticd.bench import write_results
 from plasticd.config import Settings
 from plasticd.datasets import load_split
 from plasticd.engine import Engine
@@ -221,14 +221,5 @@ def run_growth_bench(settings: Settings, opts: GrowthBenchOptions) -> int:
     print()
     print(_summary(results))
     if opts.json_out is not None:
-        opts.json_out.write_text(
-            json.dumps(
-                {
-                    "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()},
-                    "settings": json.loads(settings_json),
-                    "results": [asdict(r) for r in results],
-                },
-                indent=2,
-            )
-        )
+        write_results(opts.json_out, opts, settings_json, results=[asdict(r) for r in results])
     return 0

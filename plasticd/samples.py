@@ -192,7 +192,7 @@ def _fast_json(data: bytes) -> Any | None:
     for key in document:
         if data.count(b'"' + key.encode() + b'"') != 1:
             return None
-    for key in ("y", "label"):
+    for key in _LABEL_KEYS:
         labels = document.get(key)
         if any(isinstance(v, float) and abs(v) >= _INT64_LIMIT for v in (labels if isinstance(labels, list) else [labels])):
             return None
