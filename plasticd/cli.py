@@ -78,7 +78,7 @@ def _setup(settings: Settings) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     _setup(settings)
-    from plasticd import daemon
+    from plasticd.service import daemon
 
     if args.source == "fashion-mnist":
         daemon.run_stream(settings, epochs=args.epochs, limit=args.limit)
@@ -90,7 +90,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_ingest(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     _setup(settings)
-    from plasticd import daemon
+    from plasticd.service import daemon
 
     s = daemon.run_ingest(settings, args.folder, args.to, progress=not args.no_progress)
     acc = "-" if s.accuracy is None else f"{s.accuracy:.4f}"
@@ -105,7 +105,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
-    from plasticd.status import read_status, render
+    from plasticd.service.status import read_status, render
 
     status = read_status(settings.paths.state)
     if status is None:
@@ -119,7 +119,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     _setup(settings)
     if args.continual:
-        from plasticd.bench_continual import ContinualOptions, run_continual
+        from plasticd.bench.continual import ContinualOptions, run_continual
 
         return run_continual(
             settings,
@@ -136,7 +136,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             ),
         )
     if args.growth:
-        from plasticd.bench_growth import GrowthBenchOptions, run_growth_bench
+        from plasticd.bench.growth import GrowthBenchOptions, run_growth_bench
 
         return run_growth_bench(
             settings,
@@ -146,7 +146,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             ),
         )  # fmt: skip
     if args.daemon:
-        from plasticd.bench_daemon import DaemonBenchOptions, run_daemon_bench
+        from plasticd.bench.daemon import DaemonBenchOptions, run_daemon_bench
 
         results = run_daemon_bench(
             settings, DaemonBenchOptions(files=args.files, rate=args.rate, seconds=args.seconds, formats=tuple(args.formats))
@@ -154,7 +154,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if args.json:
             args.json.write_text(json.dumps(results, indent=2))
         return EXIT_OK
-    from plasticd.bench import BenchOptions, run_bench
+    from plasticd.bench.learn import BenchOptions, run_bench
 
     opts = BenchOptions(
         samples=args.samples,

@@ -37,3 +37,11 @@ class CheckpointError(PlasticdError):
 
 class NonFiniteError(PlasticdError):
     """A step would have made the network non-finite; nothing was changed."""
+
+
+class WorkAreaError(PlasticdError):
+    """The work area is unusable (e.g. it belongs to another model), or a file has no free name."""
+
+
+class ModelLockedError(PlasticdError):
+    """Another process owns the model in this checkpoint folder."""

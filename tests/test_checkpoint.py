@@ -14,8 +14,8 @@ import pytest
 import torch
 from structlog.testing import capture_logs
 
-from plasticd import checkpoint
-from plasticd.checkpoint import FORMAT_VERSION, CheckpointStore
+from plasticd.service import checkpoints as checkpoint
+from plasticd.service.checkpoints import FORMAT_VERSION, CheckpointStore
 from plasticd.errors import CheckpointError
 
 

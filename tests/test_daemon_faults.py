@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from plasticd.checkpoint import CheckpointStore
+from plasticd.service.checkpoints import CheckpointStore
 from plasticd.config import load_settings
-from plasticd.engine import Engine
+from plasticd.learn.engine import Engine
 from tests.daemon_helpers import Daemon, drop, files_in, predictions, sample_json, wait_until, work_files, write_config
 
 pytestmark = pytest.mark.slow

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from plasticd.datasets import load_split, read_idx
+from plasticd.data.fashion_mnist import load_split, read_idx
 from plasticd.errors import DatasetError
 
 

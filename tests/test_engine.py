@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from plasticd.engine import UNLABELLED, Engine
+from plasticd.learn.engine import UNLABELLED, Engine
 from plasticd.model.plasticity import RewirePlan
 from tests.conftest import small_settings
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from plasticd.engine import UNLABELLED, Engine
+from plasticd.learn.engine import UNLABELLED, Engine
 from plasticd.errors import NonFiniteError
 from tests.conftest import small_settings
 from tests.test_engine import _data
@@ -78,7 +78,7 @@ def _check_resume(settings) -> None:
 
 
 def test_a_checkpoint_round_trip_through_the_store_is_bit_identical(tmp_path) -> None:
-    from plasticd.checkpoint import CheckpointStore
+    from plasticd.service.checkpoints import CheckpointStore
 
     settings = _settings({"optimizer": "adam", "average_decay": 0.99, "average_every": 1})
     x, y = _data(96, seed=4)
@@ -103,7 +103,7 @@ def test_a_non_finite_update_raises_and_changes_nothing(optimizer: str, monkeypa
     before_tensors, before_meta = engine.state()
     before = ({k: v.clone() for k, v in before_tensors.items()}, dict(before_meta))
     logits_before = engine.predict_logits(x[32:])
-    import plasticd.engine as engine_module
+    import plasticd.learn.engine as engine_module
 
     real = engine_module.cross_entropy_grad
     monkeypatch.setattr(engine_module, "cross_entropy_grad", lambda *a, **k: real(*a, **k) * float("inf"))

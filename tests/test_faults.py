@@ -18,11 +18,11 @@ import pytest
 import torch
 from structlog.testing import capture_logs
 
-from plasticd import daemon
-from plasticd.checkpoint import CheckpointStore
+from plasticd.service import daemon
+from plasticd.service.checkpoints import CheckpointStore
 from plasticd.errors import CheckpointError
-from plasticd.sources import FolderSource
-from plasticd.worker import Worker
+from plasticd.service.sources import FolderSource
+from plasticd.service.worker import Worker
 from tests.conftest import small_settings
 from tests.daemon_helpers import CLASSES, DIM, drop, files_in, sample_json
 from tests.test_checkpoint import _events, _fail_fsync, _fail_rename

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from plasticd.checkpoint import CheckpointStore
-from plasticd.engine import Engine
-from plasticd.growth_policy import buffer_pass, grow_by_division, grow_by_gradmax
+from plasticd.service.checkpoints import CheckpointStore
+from plasticd.learn.engine import Engine
+from plasticd.learn.growth_policy import buffer_pass, grow_by_division, grow_by_gradmax
 from plasticd.model import growth
 from plasticd.model.plastic_net import NetConfig, forward, init_params
 from plasticd.model.optim import state_tensors

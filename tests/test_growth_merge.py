@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import torch
 
-from plasticd.engine import Engine
-from plasticd.growth_policy import buffer_pass, grow_by_division, grow_by_gradmax
+from plasticd.learn.engine import Engine
+from plasticd.learn.growth_policy import buffer_pass, grow_by_division, grow_by_gradmax
 from plasticd.model import growth
 from plasticd.model.plastic_net import NEURON_AXES
 from tests.conftest import small_settings

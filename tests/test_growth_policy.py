@@ -7,8 +7,8 @@ import pytest
 import torch
 from structlog.testing import capture_logs
 
-from plasticd.engine import Engine
-from plasticd.growth_policy import PlateauDetector, budget_allows, log_growth, step_cost
+from plasticd.learn.engine import Engine
+from plasticd.learn.growth_policy import PlateauDetector, budget_allows, log_growth, step_cost
 from plasticd.log import get_logger
 from tests.conftest import small_settings
 
@@ -138,9 +138,9 @@ def test_growth_events_name_the_decision_and_the_sizes() -> None:
 
 
 def test_worker_handles_a_grow_message(tmp_path) -> None:
-    from plasticd.messages import Grow
-    from plasticd.scheduler import Activity
-    from plasticd.worker import Worker
+    from plasticd.service.messages import Grow
+    from plasticd.service.scheduler import Activity
+    from plasticd.service.worker import Worker
 
     engine = _noise_engine()
     _stream(engine, 390)
@@ -172,8 +172,8 @@ def test_growth_state_survives_a_checkpoint() -> None:
 def test_idle_scheduler_posts_grow_after_rewire_when_growth_is_on(enabled: bool) -> None:
     import time
 
-    from plasticd.messages import Grow, Rewire
-    from plasticd.scheduler import Activity, MaintenanceScheduler
+    from plasticd.service.messages import Grow, Rewire
+    from plasticd.service.scheduler import Activity, MaintenanceScheduler
 
     posted: list = []
     settings = small_settings(growth={"enabled": enabled}, daemon={"idle_seconds": 0.1})
@@ -216,7 +216,7 @@ def test_daemon_grows_checkpoints_and_resumes_at_the_grown_size(tmp_path, fashio
 
 
 def test_a_growth_pays_only_beyond_the_pre_growth_trend_and_is_judged_once() -> None:
-    from plasticd.growth_policy import GrowthPolicy, Plateau
+    from plasticd.learn.growth_policy import GrowthPolicy, Plateau
 
     policy = GrowthPolicy(small_settings(growth={"enabled": True, "patience": 2, "max_neurons": 1000}))
     flat = Plateau(plateau=True, recent=0.80, previous=0.79, noise=0.01)

@@ -9,12 +9,12 @@ import pytest
 import torch
 from structlog.testing import capture_logs
 
-from plasticd.consolidate import DriftDetector, log_merge, merge_due
-from plasticd.engine import Engine
+from plasticd.learn.consolidate import DriftDetector, log_merge, merge_due
+from plasticd.learn.engine import Engine
 from plasticd.log import get_logger
-from plasticd.messages import Merge, Rewire
+from plasticd.service.messages import Merge, Rewire
 from plasticd.model.merge import MagMaxFold, id_positions
-from plasticd.scheduler import Activity, MaintenanceScheduler
+from plasticd.service.scheduler import Activity, MaintenanceScheduler
 from tests.conftest import small_settings
 
 

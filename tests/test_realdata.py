@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from plasticd.datasets import load_split
-from plasticd.engine import Engine
-from plasticd.stream import stream_batches
+from plasticd.data.fashion_mnist import load_split
+from plasticd.learn.engine import Engine
+from plasticd.data.stream import stream_batches
 from tests.conftest import make_settings
 
 

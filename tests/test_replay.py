@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from plasticd.engine import Engine
+from plasticd.learn.engine import Engine
 from plasticd.model.replay import ReservoirBuffer
 from tests.conftest import small_settings
 

@@ -6,7 +6,7 @@ import os
 import threading
 from pathlib import Path
 
-from plasticd.sources import InboxSource
+from plasticd.service.sources import InboxSource
 from tests.daemon_helpers import wait_until
 
 

@@ -41,7 +41,7 @@ from plasticd.model.merge import MagMaxFold
 from plasticd.model.optim import FIRST_MOMENTS, Optimizer, state_tensors
 
 if TYPE_CHECKING:
-    from plasticd.engine import Engine
+    from plasticd.learn.engine import Engine
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,8 @@ import os
 import time
 from typing import Literal
 
-from plasticd.claims import Claim, Session, WorkArea, fsync_dir, move_no_overwrite
+from plasticd.fsutil import fsync_dir, move_no_overwrite
+from plasticd.service.claims import Claim, Session, WorkArea
 from plasticd.log import get_logger
 
 

@@ -22,23 +22,23 @@ import time
 from dataclasses import dataclass, field
 from typing import Literal
 
-from plasticd.checkpoint import CheckpointInfo, CheckpointStore
-from plasticd.claims import Claim, Session, WorkArea
+from plasticd.service.checkpoints import CheckpointInfo, CheckpointStore
+from plasticd.service.claims import Claim, Session, WorkArea
 from plasticd.config import Settings
-from plasticd.engine import Engine, RewireReport
+from plasticd.learn.engine import Engine, RewireReport
 from plasticd.errors import CheckpointError
-from plasticd.feeds import FileFeed, StreamFeed
+from plasticd.service.feeds import FileFeed, StreamFeed
 from plasticd.log import get_logger
-from plasticd.consolidate import log_merge, merge_due
-from plasticd.growth_policy import log_growth
-from plasticd.messages import Checkpoint, Grow, Merge, Message, Rescan, Rewire, Wake
-from plasticd.moves import CoveredFiles
-from plasticd.notify import Notifier
-from plasticd.pipeline import Pipeline
-from plasticd.predictions import PredictionWriter
-from plasticd.scheduler import Activity
-from plasticd.sources import FolderSource
-from plasticd.status import State, write_status
+from plasticd.learn.consolidate import log_merge, merge_due
+from plasticd.learn.growth_policy import log_growth
+from plasticd.service.messages import Checkpoint, Grow, Merge, Message, Rescan, Rewire, Wake
+from plasticd.service.moves import CoveredFiles
+from plasticd.service.notify import Notifier
+from plasticd.service.pipeline import Pipeline
+from plasticd.service.predictions import PredictionWriter
+from plasticd.service.scheduler import Activity
+from plasticd.service.sources import FolderSource
+from plasticd.service.status import State, write_status
 
 WAIT_S = 0.2  # longest block in the loop: bounds how late a stop request is seen
 PROGRESS_EVERY_S = 5.0  # period of daemon.progress events while samples flow

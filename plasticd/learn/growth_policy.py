@@ -47,7 +47,7 @@ from plasticd.model import growth as surgery
 from plasticd.model.plastic_net import LIVE, cross_entropy_grad, forward, pre_activation_grads
 
 if TYPE_CHECKING:
-    from plasticd.engine import Engine
+    from plasticd.learn.engine import Engine
 
 
 @dataclass(frozen=True)

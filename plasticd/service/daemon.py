@@ -17,28 +17,24 @@ from pathlib import Path
 
 import torch
 
-from plasticd.checkpoint import CheckpointStore
-from plasticd.claims import Claimer, WorkArea
+from plasticd.service.checkpoints import CheckpointStore
+from plasticd.service.claims import Claimer, WorkArea
 from plasticd.config import Settings
-from plasticd.datasets import load_split
-from plasticd.engine import Engine
-from plasticd.errors import PlasticdError
-from plasticd.feeds import FileFeed, StreamFeed
+from plasticd.data.fashion_mnist import load_split
+from plasticd.learn.engine import Engine
+from plasticd.errors import ModelLockedError, PlasticdError
+from plasticd.service.feeds import FileFeed, StreamFeed
 from plasticd.log import get_logger
-from plasticd.messages import Wake
-from plasticd.notify import Notifier
-from plasticd.pipeline import Pipeline
-from plasticd.predictions import PredictionWriter
+from plasticd.service.messages import Wake
+from plasticd.service.notify import Notifier
+from plasticd.service.pipeline import Pipeline
+from plasticd.service.predictions import PredictionWriter
 from plasticd.samples import Limits
-from plasticd.scheduler import MaintenanceScheduler
-from plasticd.sources import FolderSource, InboxSource, is_candidate
-from plasticd.worker import Worker
+from plasticd.service.scheduler import MaintenanceScheduler
+from plasticd.service.sources import FolderSource, InboxSource, is_candidate
+from plasticd.service.worker import Worker
 
 PREDICTIONS_FILE = "predictions.jsonl"
-
-
-class ModelLockedError(PlasticdError):
-    """Another process owns the model in this checkpoint folder."""
 
 
 @contextmanager

@@ -18,12 +18,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from plasticd.claims import quarantine
-from plasticd.engine import Engine, RewireReport, StepResult
+from plasticd.service.claims import quarantine
+from plasticd.learn.engine import Engine, RewireReport, StepResult
 from plasticd.errors import NonFiniteError, SampleError
-from plasticd.feeds import Item
+from plasticd.service.feeds import Item
 from plasticd.log import get_logger
-from plasticd.predictions import PredictionWriter
+from plasticd.service.predictions import PredictionWriter
 from plasticd.samples import SampleBatch
 
 

@@ -8,7 +8,7 @@ import time
 from enum import Enum
 from pathlib import Path
 
-from plasticd.claims import write_json_atomic
+from plasticd.fsutil import write_json_atomic
 
 STATUS_FILE = "status.json"
 

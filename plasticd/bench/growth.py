@@ -26,11 +26,11 @@ from pathlib import Path
 
 import torch
 
-from plasticd.bench import write_results
+from plasticd.bench.learn import write_results
 from plasticd.config import Settings
-from plasticd.datasets import load_split
-from plasticd.engine import Engine
-from plasticd.stream import stream_batches
+from plasticd.data.fashion_mnist import load_split
+from plasticd.learn.engine import Engine
+from plasticd.data.stream import stream_batches
 
 CONTENDERS = ("grown", "fixed-start", "fixed-final")
 

@@ -20,97 +20,17 @@ Nothing is ever overwritten: a destination name that exists already gets
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from plasticd.errors import PlasticdError
+from plasticd.errors import WorkAreaError
+from plasticd.fsutil import SEP, fit_name, fsync_dir, move_no_overwrite, write_json_atomic
 
 SESSION_FILE = "session.json"
-NAME_MAX = 255  # bytes, the usual limit of one path component
-_SEP = "~"
 SIDECAR_SUFFIX = ".error.json"  # next to each quarantined file: why it was refused
-
-
-class WorkAreaError(PlasticdError):
-    """The work area is unusable (e.g. it belongs to another model)."""
-
-
-def fsync_dir(folder: Path) -> None:
-    """Make renames into or out of ``folder`` durable."""
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_json_atomic(path: Path, payload: dict, durable: bool = True) -> None:
-    """Write ``payload`` to ``path`` via a temp file in the same folder: readers never see half a file.
-    ``durable=False`` skips the fsync: for files rewritten often whose loss in a power cut costs nothing."""
-    pid = f"-{os.getpid()}"
-    tmp = path.with_name(_fit_name(path.name, ".tmp-", reserve=len(pid)) + pid)
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(payload, f, indent=1, sort_keys=True)
-            if durable:
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _fit_name(name: str, prefix: str, reserve: int = 0) -> str:
-    """``prefix + name``, ``name``'s stem shortened to fit NAME_MAX bytes with ``reserve`` bytes to spare
-    (for a suffix the caller adds: a sidecar's ``.error.json``, a temp file's pid)."""
-    raw = os.fsencode(name)
-    room = NAME_MAX - len(os.fsencode(prefix)) - reserve
-    if len(raw) > room:
-        stem, ext = os.path.splitext(name)
-        ext_raw = os.fsencode(ext)[:16]
-        raw = os.fsencode(stem)[: room - len(ext_raw)] + ext_raw
-    return prefix + os.fsdecode(raw)
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        sa, sb = os.lstat(a), os.lstat(b)
-    except FileNotFoundError:
-        return False
-    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
-
-
-def move_no_overwrite(src: Path, folder: Path, name: str, reserve: int = 0) -> Path:
-    """Move ``src`` into ``folder`` under ``name``, or ``stem~N.ext`` if that is taken; never overwrites.
-    Names are shortened to leave ``reserve`` bytes of NAME_MAX for a suffix the caller will add.
-
-    Uses ``link`` + ``unlink`` (``link`` fails if the target exists); falls back
-    to ``rename`` for things that cannot be hard-linked (directories, some file systems).
-    """
-    stem, ext = os.path.splitext(name)
-    for n in range(10_000):
-        target = folder / _fit_name(name if n == 0 else f"{stem}{_SEP}{n}{ext}", "", reserve)
-        try:
-            os.link(src, target, follow_symlinks=False)
-        except FileExistsError:
-            if _same_file(src, target):  # a crash came between our link and unlink: finish that move
-                os.unlink(src)
-                return target
-            continue
-        except OSError as exc:
-            if exc.errno not in (errno.EPERM, errno.EXDEV, errno.ENOTSUP, errno.EMLINK, errno.EISDIR):
-                raise
-            if os.path.lexists(target):
-                continue
-            os.rename(src, target)
-            return target
-        os.unlink(src)
-        return target
-    raise WorkAreaError(f"no free name for {name!r} in {folder}")
 
 
 @dataclass(frozen=True)
@@ -140,7 +60,7 @@ class Claim:
 
     @property
     def original_name(self) -> str:
-        return self.path.name.split(_SEP, 1)[1]
+        return self.path.name.split(SEP, 1)[1]
 
 
 class WorkArea:
@@ -204,7 +124,7 @@ class WorkArea:
         """The claimed files still waiting in ``session``, in claim order."""
         claims = []
         for entry in sorted(os.listdir(session.folder)):
-            seq, sep, _ = entry.partition(_SEP)
+            seq, sep, _ = entry.partition(SEP)
             if sep and seq.isdigit():
                 claims.append(Claim(session=session, path=session.folder / entry, seq=int(seq)))
         return claims
@@ -235,7 +155,7 @@ class Claimer:
         A session folder deleted under us (an operator cleaning up) is recreated.
         """
         seq = self._seq
-        target = self.session.folder / _fit_name(src.name, f"{seq:08d}{_SEP}")
+        target = self.session.folder / fit_name(src.name, f"{seq:08d}{SEP}")
         try:
             os.rename(src, target)
         except FileNotFoundError:

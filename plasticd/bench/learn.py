@@ -35,11 +35,11 @@ import numpy as np
 import torch
 
 from plasticd.config import Settings
-from plasticd.datasets import load_split
-from plasticd.engine import Engine
-from plasticd.metrics import PrequentialMetrics
+from plasticd.data.fashion_mnist import load_split
+from plasticd.learn.engine import Engine
+from plasticd.learn.metrics import PrequentialMetrics
 from plasticd.model.normalize import InputNorm
-from plasticd.stream import stream_batches
+from plasticd.data.stream import stream_batches
 
 BASELINE = "mlp"
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from plasticd.datasets import Split
+from plasticd.data.fashion_mnist import Split
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from plasticd.config import Settings
-from plasticd.messages import Checkpoint, Grow, Merge, Message, Rescan, Rewire
+from plasticd.service.messages import Checkpoint, Grow, Merge, Message, Rescan, Rewire
 
 
 @dataclass

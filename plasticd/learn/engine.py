@@ -25,11 +25,11 @@ import torch
 from torch import Tensor
 
 from plasticd.config import Settings
-from plasticd.consolidate import Consolidator, MergeReport
-from plasticd.engine_state import engine_state, load_engine_state
+from plasticd.learn.consolidate import Consolidator, MergeReport
+from plasticd.learn.state import engine_state, load_engine_state
 from plasticd.errors import NonFiniteError
-from plasticd.growth_policy import GrowthPolicy, GrowthReport, growth_check
-from plasticd.metrics import MetricsSnapshot, PrequentialMetrics
+from plasticd.learn.growth_policy import GrowthPolicy, GrowthReport, growth_check
+from plasticd.learn.metrics import MetricsSnapshot, PrequentialMetrics
 from plasticd.model.buffer import RecentBuffer
 from plasticd.model.growth import gather_neurons
 from plasticd.model.normalize import InputNorm

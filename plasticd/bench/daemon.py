@@ -33,7 +33,7 @@ import numpy as np
 import orjson
 
 from plasticd.config import Settings
-from plasticd.datasets import load_split
+from plasticd.data.fashion_mnist import load_split
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from plasticd.model.plastic_net import PARAM_NAMES
 from plasticd.model.plasticity import UsageStats
 
 if TYPE_CHECKING:
-    from plasticd.engine import Engine
+    from plasticd.learn.engine import Engine
 
 
 def engine_state(engine: Engine) -> tuple[dict[str, Tensor], dict]:

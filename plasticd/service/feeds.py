@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from plasticd.claims import Claim, Claimer
-from plasticd.datasets import Split
+from plasticd.service.claims import Claim, Claimer
+from plasticd.data.fashion_mnist import Split
 from plasticd.samples import Limits, SampleBatch, decode_file
-from plasticd.sources import FolderSource
+from plasticd.service.sources import FolderSource
 
 
 @dataclass(frozen=True)

@@ -34,9 +34,9 @@ import numpy as np
 import torch
 
 from plasticd.config import Settings
-from plasticd.continual_metrics import scores
-from plasticd.datasets import Split, load_split
-from plasticd.engine import Engine
+from plasticd.learn.continual_metrics import scores
+from plasticd.data.fashion_mnist import Split, load_split
+from plasticd.learn.engine import Engine
 
 TASKS = 5
 STREAMS = ("domain", "class")

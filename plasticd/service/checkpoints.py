@@ -52,7 +52,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
-from plasticd.claims import fsync_dir
+from plasticd.fsutil import fsync_dir
 from plasticd.errors import CheckpointError
 from plasticd.log import get_logger
 

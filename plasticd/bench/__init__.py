@@ -1,0 +1,1 @@
+"""``plasticd bench ...``: one module per benchmark, each registering its own sub-command."""
