@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from plasticd.learn.engine import UNLABELLED, Engine
+from plasticd.learn.reports import RewireReport
 from plasticd.model.plasticity import RewirePlan
 from tests.conftest import small_settings
 
@@ -85,8 +86,8 @@ def test_absent_connections_stay_zero_and_get_no_update() -> None:
     rewired = 0
     for i in range(0, 300, 3):
         mask_at_update = engine.mask.clone()
-        result = engine.step(x[i : i + 3], y[i : i + 3])
-        rewired += result.rewire is not None and result.rewire.pruned > 0
+        engine.step(x[i : i + 3], y[i : i + 3])
+        rewired += sum(isinstance(r, RewireReport) and r.pruned > 0 for r in engine.take_reports())
         for c in range(engine.copies):
             assert torch.all(engine.theta["w"][c][~engine.mask] == 0), "an absent connection has a weight"
         assert torch.all(engine.grads["w"][~mask_at_update] == 0), "an absent connection got a gradient"
@@ -100,9 +101,9 @@ def test_active_count_stays_within_bounds_and_constant_by_default() -> None:
     start = engine.active_connections
     x, y = _data(200)
     for i in range(200):
-        result = engine.step(x[i : i + 1], y[i : i + 1])
-        if result.rewire is not None:
-            assert result.rewire.active_after == start
+        engine.step(x[i : i + 1], y[i : i + 1])
+        for report in engine.take_reports():
+            assert isinstance(report, RewireReport) and report.active_after == start
             assert lo <= engine.active_connections <= hi
 
 

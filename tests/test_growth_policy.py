@@ -8,7 +8,8 @@ import torch
 from structlog.testing import capture_logs
 
 from plasticd.learn.engine import Engine
-from plasticd.learn.growth_policy import PlateauDetector, budget_allows, log_growth, step_cost
+from plasticd.learn.growth_policy import PlateauDetector, budget_allows, step_cost
+from plasticd.learn.reports import GrowthReport, log_growth
 from plasticd.log import get_logger
 from tests.conftest import small_settings
 
@@ -89,7 +90,7 @@ def test_policy_never_grows_beyond_the_budget(budget: dict) -> None:
             cost = step_cost(engine.cfg.neurons, m.input_dim, m.num_classes, m.iterations)
             assert cost <= budget["max_cost_ratio"] * step_cost(m.neurons, m.input_dim, m.num_classes, m.iterations)
     assert sizes[-1] > 24, "it did grow"
-    reports = list(engine.growth_reports)
+    reports = growth_reports(engine)
     assert any("budget" in r.reason for r in reports), "and then said the budget stopped it"
     if "max_active_connections" in budget:
         grown = [r for r in reports if r.gradmax + r.divided]
@@ -99,16 +100,17 @@ def test_policy_never_grows_beyond_the_budget(budget: dict) -> None:
 def test_growth_stops_when_it_stops_paying() -> None:
     engine = _noise_engine(patience=2, max_neurons=10_000)
     _stream(engine, 4000)
-    grown = [r for r in engine.growth_reports if r.divided + r.gradmax]
+    reports = growth_reports(engine)
+    grown = [r for r in reports if r.divided + r.gradmax]
     assert 1 <= len(grown) <= 3, "at most patience+1 growths on a plateau that growth cannot lift"
     assert engine.growth.saturated
-    assert "no gain" in engine.growth_reports[-1].reason
+    assert "no gain" in reports[-1].reason
 
 
 def test_growth_disabled_never_changes_the_size() -> None:
     engine = Engine(small_settings(growth={"enabled": False, "interval": 100, "horizon": 200}))
     _stream(engine, 1000)
-    assert engine.cfg.neurons == 24 and not engine.growth_reports
+    assert engine.cfg.neurons == 24 and not growth_reports(engine)
     assert engine.grow("manual").decision == "skipped"
 
 
@@ -129,7 +131,7 @@ def test_check_retires_dead_neurons_and_keeps_predictions() -> None:
 def test_growth_events_name_the_decision_and_the_sizes() -> None:
     engine = _noise_engine()
     _stream(engine, 600)
-    report = next(r for r in engine.growth_reports if r.changed)
+    report = next(r for r in growth_reports(engine) if r.changed)
     with capture_logs() as logs:
         log_growth(get_logger("test"), report)
     decided, applied = logs
@@ -146,7 +148,7 @@ def test_worker_handles_a_grow_message(tmp_path) -> None:
     _stream(engine, 390)
     x, y = torch.randn(10, 12, generator=torch.Generator().manual_seed(6)), np.zeros(10, dtype=np.int64)
     engine.step(x, y, plasticity=False)  # two horizons seen, but no check ran inside step()
-    engine.growth_reports.clear()
+    engine.take_reports()
     worker = Worker.__new__(Worker)  # only what _handle needs: settings, engine, activity, log, state
     worker.settings, worker.engine, worker.activity = engine.settings, engine, Activity()
     worker.__post_init__()
@@ -252,3 +254,8 @@ def test_bench_growth_compares_grown_with_fixed_networks(tmp_path, fashion_mnist
     assert results["fixed-start"]["neurons"] == 16 and results["grown"]["neurons"] > 16, "it grew on the stream"
     assert results["fixed-final"]["neurons"] == results["grown"]["neurons"], "fixed-final runs at the grown size"
     assert results["grown"]["trace"][-1][1] == results["grown"]["neurons"]
+
+
+def growth_reports(engine: Engine) -> list[GrowthReport]:
+    """The growth checks the engine ran since the reports were last taken."""
+    return [r for r in engine.take_reports() if isinstance(r, GrowthReport)]

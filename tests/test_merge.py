@@ -9,7 +9,8 @@ import pytest
 import torch
 from structlog.testing import capture_logs
 
-from plasticd.learn.consolidate import DriftDetector, log_merge, merge_due
+from plasticd.learn.consolidate import DriftDetector, merge_due
+from plasticd.learn.reports import log_merge
 from plasticd.learn.engine import Engine
 from plasticd.log import get_logger
 from plasticd.service.messages import Merge, Rewire
@@ -149,7 +150,7 @@ def test_engine_merge_writes_every_copy_and_resets_first_moments_only() -> None:
         engine.step(x, y)
     sq = engine.optimizer.state[engine.live["w"]]["exp_avg_sq"].clone()
     report = engine.merge("task")
-    assert report.skipped is None and report.changed > 0 and report.tasks == 1
+    assert report.skipped is None and report.entries_changed > 0 and report.tasks == 1
     assert all(torch.equal(v[0], v[-1]) for v in engine.theta.values())  # live == average
     assert torch.equal(engine.theta["w"][0][~engine.mask], torch.zeros(int((~engine.mask).sum())))
     state = engine.optimizer.state[engine.live["w"]]

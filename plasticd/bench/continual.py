@@ -37,6 +37,7 @@ from plasticd.config import Settings
 from plasticd.learn.continual_metrics import scores
 from plasticd.data.fashion_mnist import Split, load_split
 from plasticd.learn.engine import Engine
+from plasticd.learn.reports import MergeReport
 
 TASKS = 5
 STREAMS = ("domain", "class")
@@ -128,10 +129,8 @@ def run_one(settings: Settings, stream: str, variant: str, seed: int, opts: Cont
     for i, task in enumerate(tasks):
         x_all = torch.from_numpy(task.train_x)
         for a in range(0, len(task.train_y), opts.micro_batch):
-            engine.step(x_all[a : a + opts.micro_batch], task.train_y[a : a + opts.micro_batch])
-            if engine.consolidator.drift_pending:
-                alarms += 1
-                engine.merge("drift", min_samples=s.merge.min_samples)
+            engine.step(x_all[a : a + opts.micro_batch], task.train_y[a : a + opts.micro_batch])  # merges on a drift alarm
+            alarms += sum(isinstance(r, MergeReport) and r.reason == "drift" for r in engine.take_reports())
         if variant in ("merges", "merges+replay") or (variant == "merges-drift" and i == TASKS - 1):
             engine.merge("task" if variant != "merges-drift" else "idle")
         matrix[i] = [engine.evaluate(x, y) for x, y in tests]

@@ -30,6 +30,7 @@ from plasticd.bench.learn import write_results
 from plasticd.config import Settings
 from plasticd.data.fashion_mnist import load_split
 from plasticd.learn.engine import Engine
+from plasticd.learn.reports import GrowthReport
 from plasticd.data.stream import stream_batches
 
 CONTENDERS = ("grown", "fixed-start", "fixed-final")
@@ -92,9 +93,8 @@ def _run(name: str, settings_json: str, seed: int, neurons: int, opts: GrowthBen
     start, cpu_start = time.perf_counter(), time.process_time()
     for b in stream_batches(train, opts.micro_batch, seed, opts.epochs, opts.samples):
         engine.step(b.x, b.y)
-        while engine.growth_reports:
-            r = engine.growth_reports.popleft()
-            if r.changed:
+        for r in engine.take_reports():
+            if isinstance(r, GrowthReport) and r.changed:
                 growths.append(
                     f"{engine.metrics.trained:>7} samples: {r.neurons_before} -> {r.neurons_after} "
                     f"(divided {r.divided}, gradmax {r.gradmax}, retired {r.retired}); {r.reason}"

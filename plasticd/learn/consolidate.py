@@ -30,32 +30,18 @@ warms up again over ``drift_min_samples`` samples, which only delays an alarm.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from plasticd.config import MergeSettings
+from plasticd.learn.reports import MergeReport
 from plasticd.model.merge import MagMaxFold
 from plasticd.model.optim import FIRST_MOMENTS, Optimizer, state_tensors
 
 if TYPE_CHECKING:
     from plasticd.learn.engine import Engine
-
-
-@dataclass(frozen=True)
-class MergeReport:
-    reason: str  # what triggered the boundary: idle, samples, drift, task, ...
-    lam: float  # λ used
-    tasks: int  # task vectors folded into τ* so far
-    changed: int  # parameter entries whose value the merge changed
-    entries: int  # parameter entries under the merge (recurrent ones only where the mask is on)
-    neurons: int  # N at the merge
-    trained: int  # labelled samples learned since the previous boundary
-    merge_ms: float
-    skipped: str | None = None  # why nothing was written, if so
-    refused: bool = False  # skipped because the values were not finite (an error, not a routine skip)
 
 
 class DriftDetector:
@@ -83,19 +69,6 @@ class DriftDetector:
                 self.alarms += 1
                 self.detector = self._make()
         return fired
-
-
-def log_merge(log, report: MergeReport) -> None:
-    """One ``merge.applied`` event per merge (``merge.skipped`` when nothing was written; an error
-    when it was refused for non-finite values)."""
-    r = report
-    fields = {"reason": r.reason, "lam": r.lam, "tasks": r.tasks, "neurons": r.neurons, "trained": r.trained}
-    if report.skipped is None:
-        log.info("merge.applied", changed=report.changed, entries=report.entries, merge_ms=round(report.merge_ms, 2), **fields)
-    elif report.refused:
-        log.error("merge.refused", why=report.skipped, **fields)
-    else:
-        log.info("merge.skipped", why=report.skipped, **fields)
 
 
 def merge_due(settings: MergeSettings, consolidator: Consolidator, trained_since: int) -> str | None:
@@ -147,9 +120,9 @@ class Consolidator:
         trained = self.since_boundary(engine)
         n = engine.cfg.neurons
 
-        def report(changed: int = 0, entries: int = 0, skipped: str | None = None, refused: bool = False) -> MergeReport:
+        def report(entries_changed: int = 0, entries: int = 0, skipped: str | None = None, refused: bool = False) -> MergeReport:
             ms = (time.perf_counter() - t0) * 1e3
-            return MergeReport(reason, lam, self.fold.tasks, changed, entries, n, trained, ms, skipped, refused)
+            return MergeReport(reason, lam, self.fold.tasks, entries_changed, entries, n, trained, ms, skipped, refused)
 
         self.drift_pending = False  # an alarm right after a boundary is not a new task
         if trained < max(1, min_samples):
@@ -167,7 +140,7 @@ class Consolidator:
             v.copy_(result.theta[k].unsqueeze(0).expand_as(v))  # every copy: (S, …)
         rescale_optimizer(engine.optimizer, list(engine.live.values()))
         self.merges += 1
-        return report(changed=result.changed, entries=result.entries)
+        return report(entries_changed=result.changed, entries=result.entries)
 
     # ------------------------------------------------------------ persistence
 

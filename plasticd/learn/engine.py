@@ -25,11 +25,12 @@ import torch
 from torch import Tensor
 
 from plasticd.config import Settings
-from plasticd.learn.consolidate import Consolidator, MergeReport
+from plasticd.learn.consolidate import Consolidator, merge_due
 from plasticd.learn.state import engine_state, load_engine_state
 from plasticd.errors import NonFiniteError
-from plasticd.learn.growth_policy import GrowthPolicy, GrowthReport, growth_check
+from plasticd.learn.growth_policy import GrowthPolicy, growth_check
 from plasticd.learn.metrics import MetricsSnapshot, PrequentialMetrics
+from plasticd.learn.reports import GrowthReport, MergeReport, Report, RewireReport
 from plasticd.model.buffer import RecentBuffer
 from plasticd.model.growth import gather_neurons
 from plasticd.model.normalize import InputNorm
@@ -59,19 +60,6 @@ class StepResult:
     loss: np.ndarray  # (B,) float32 prequential cross-entropy, NaN where unlabelled
     labels: np.ndarray  # (B,) int64, -1 where unlabelled
     trained: int  # labelled samples learned from in this step
-    rewire: RewireReport | None  # the plasticity cycle this step ran, if any
-
-
-@dataclass(frozen=True)
-class RewireReport:
-    pruned: int
-    regrown: int
-    active_before: int
-    active_after: int
-    eligible: int  # active connections old enough to be pruned
-    estimate_ms: float  # statistics pass over the recent-sample buffer
-    rewire_ms: float  # choosing and applying the changes
-    skipped: str | None = None  # why nothing was done, if so
 
 
 def net_config(settings: Settings) -> NetConfig:
@@ -138,7 +126,7 @@ class Engine:
         self.neuron_born = torch.zeros(self.cfg.neurons, dtype=torch.int64)  # (N,) labelled samples learned at each birth
         self.growth = GrowthPolicy(settings)  # neuron growth/retirement: plateau history and payoff (growth_policy.py)
         self.growth_rng = torch.Generator().manual_seed(seed + 3)  # division shares, new neurons' connections
-        self.growth_reports: deque[GrowthReport] = deque(maxlen=64)  # checks run inside step(), for the worker to log
+        self._reports: deque[Report] = deque(maxlen=1024)  # maintenance done since the last take_reports() (bounded)
         self._scratch: Tensor | None = None  # (N, N) float32 score buffer for plasticity cycles
         self._bind_parameters()
 
@@ -205,13 +193,26 @@ class Engine:
         correct = predicted[is_lab] == labels[is_lab]
         self.metrics.update(correct, loss[is_lab], unlabelled=b - n_lab, trained=n_lab)
         self.consolidator.observe(~correct)
-        report = None
+        if plasticity:
+            self._maintain()
+        return StepResult(predicted=predicted, confidence=confidence, loss=loss, labels=labels, trained=n_lab)
+
+    def _maintain(self) -> None:
+        """The maintenance whose cadence (in learned samples) is due after a step: rewiring, a growth check, a merge."""
         interval = self.settings.plasticity.interval
-        if plasticity and interval and self.settings.plasticity.enabled and self.since_rewire >= interval:
-            report = self.rewire()
-        if plasticity and self.growth.due(self.metrics.trained):
-            self.growth_reports.append(self.grow("interval"))
-        return StepResult(predicted=predicted, confidence=confidence, loss=loss, labels=labels, trained=n_lab, rewire=report)
+        if interval and self.settings.plasticity.enabled and self.since_rewire >= interval:
+            self.rewire()
+        if self.growth.due(self.metrics.trained):
+            self.grow("interval")
+        due = merge_due(self.settings.merge, self.consolidator, self.consolidator.since_boundary(self))
+        if due:
+            self.merge(due, min_samples=self.settings.merge.min_samples)
+
+    def take_reports(self) -> list[Report]:
+        """The maintenance reports (rewire, growth, merge) since the last call, oldest first."""
+        reports = list(self._reports)
+        self._reports.clear()
+        return reports
 
     def _with_replay(
         self, xn: Tensor, labels: np.ndarray, is_lab: np.ndarray, n_lab: int
@@ -227,7 +228,9 @@ class Engine:
 
     def merge(self, reason: str, lam: float | None = None, min_samples: int = 0) -> MergeReport:
         """A task boundary: fold the task vector and write the MagMax merge θ₀ + λ·τ* (see consolidate.py)."""
-        return self.consolidator.merge(self, reason, lam=lam, min_samples=min_samples)
+        report = self.consolidator.merge(self, reason, lam=lam, min_samples=min_samples)
+        self._reports.append(report)
+        return report
 
     def _learn(self, trace: Trace, labels: np.ndarray, is_lab: np.ndarray, n_lab: int) -> None:
         """One optimizer step of the live copy on the labelled rows, then the average follows."""
@@ -270,9 +273,9 @@ class Engine:
         """One plasticity cycle: refresh usage statistics on recent samples, prune, regrow."""
         active = self.active_connections
         if not self.settings.plasticity.enabled:
-            return RewireReport(0, 0, active, active, 0, 0.0, 0.0, skipped="plasticity disabled")
+            return self._report(RewireReport(self.metrics.trained, 0, 0, active, active, 0, 0.0, 0.0, skipped="plasticity disabled"))
         if len(self.buffer) == 0:
-            return RewireReport(0, 0, active, active, 0, 0.0, 0.0, skipped="no labelled samples yet")
+            return self._report(RewireReport(self.metrics.trained, 0, 0, active, active, 0, 0.0, 0.0, skipped="no labelled samples yet"))
         t0 = time.perf_counter()
         xb, yb = self.buffer.contents()
         trace = forward({k: v[LIVE : LIVE + 1] for k, v in self.theta.items()}, self.norm(xb), self.cfg)
@@ -291,7 +294,8 @@ class Engine:
         t2 = time.perf_counter()
         self.trained_at_rewire = self.metrics.trained
         self.rewires += 1
-        return RewireReport(
+        return self._report(RewireReport(
+            trained=self.metrics.trained,
             pruned=plan.prune.numel(),
             regrown=plan.grow.numel(),
             active_before=plan.active_before,
@@ -299,7 +303,11 @@ class Engine:
             eligible=plan.eligible,
             estimate_ms=(t1 - t0) * 1e3,
             rewire_ms=(t2 - t1) * 1e3,
-        )
+        ))
+
+    def _report(self, report: RewireReport) -> RewireReport:
+        self._reports.append(report)
+        return report
 
     def _apply_rewire(self, plan: RewirePlan) -> None:
         """The one door through which connections change: weights (every copy), optimizer, mask, stats."""
@@ -316,7 +324,9 @@ class Engine:
 
     def grow(self, trigger: str = "manual") -> GrowthReport:
         """One growth check (growth_policy.py): retire dead/silent neurons, grow on a plateau within the budget."""
-        return growth_check(self, trigger)
+        report = growth_check(self, trigger)
+        self._reports.append(report)
+        return report
 
     def _resize(self, theta: dict[str, Tensor], mask: Tensor, index: Tensor) -> None:
         """The one door through which the neuron count changes (model/growth.py makes ``theta``/``mask``).

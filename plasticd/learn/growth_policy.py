@@ -36,13 +36,14 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from plasticd.config import Settings
+from plasticd.learn.reports import GrowthReport
 from plasticd.model import growth as surgery
 from plasticd.model.plastic_net import LIVE, cross_entropy_grad, forward, pre_activation_grads
 
@@ -136,29 +137,6 @@ def budget_allows(settings: Settings, n: int, active: int, wanted: int) -> tuple
         if n_max - n < allowed:
             allowed, limit = n_max - n, "max_cost_ratio"
     return max(allowed, 0), limit
-
-
-@dataclass(frozen=True)
-class GrowthReport:
-    """What one growth check saw, decided and did."""
-
-    trigger: str  # "interval", "idle", "manual"
-    decision: str  # "grew", "retired", "grew+retired", "none", "skipped"
-    reason: str  # why, in words
-    neurons_before: int
-    neurons_after: int
-    active_before: int
-    active_after: int
-    divided: int = 0
-    gradmax: int = 0
-    retired: int = 0
-    recent_accuracy: float | None = None
-    previous_accuracy: float | None = None
-    check_ms: float = 0.0
-
-    @property
-    def changed(self) -> bool:
-        return self.neurons_after != self.neurons_before or self.retired > 0
 
 
 class GrowthPolicy:
@@ -363,14 +341,3 @@ def growth_check(engine: Engine, trigger: str) -> GrowthReport:
         divided=divided, gradmax=gradmax, retired=retired, recent_accuracy=plateau.recent,
         previous_accuracy=plateau.previous, check_ms=(time.perf_counter() - t0) * 1e3, **base,
     )  # fmt: skip
-
-
-def log_growth(log, report: GrowthReport) -> None:
-    """``growth.decided`` for every check; ``growth.applied`` with before/after sizes when the network changed."""
-    fields = asdict(report)
-    fields["check_ms"] = round(report.check_ms, 2)
-    decided = ("trigger", "decision", "reason", "recent_accuracy", "previous_accuracy")
-    log.info("growth.decided", **{k: fields[k] for k in decided})
-    if report.changed:
-        sizes = ("neurons_before", "neurons_after", "active_before", "active_after", "divided", "gradmax", "retired", "check_ms")
-        log.info("growth.applied", **{k: fields[k] for k in sizes})

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from plasticd.service.claims import quarantine
-from plasticd.learn.engine import Engine, RewireReport, StepResult
+from plasticd.learn.engine import Engine, StepResult
 from plasticd.errors import NonFiniteError, SampleError
 from plasticd.service.feeds import Item
 from plasticd.log import get_logger
@@ -34,7 +34,6 @@ class Outcome:
     done: list[Item] = field(default_factory=list)  # predicted (and trained on, if labelled)
     failed: list[Item] = field(default_factory=list)  # quarantined
     samples: int = 0
-    rewires: list[RewireReport] = field(default_factory=list)
 
 
 class Pipeline:
@@ -101,19 +100,16 @@ class Pipeline:
         owner = np.repeat(np.arange(len(loaded)), [len(b.y) for _, b in loaded])
         index = np.concatenate([np.arange(len(b.y)) for _, b in loaded])
         xt = torch.from_numpy(x)
-        records, rewires = [], []
+        records: list[dict] = []
         for start in range(0, len(y), self.max_batch):
             end = min(start + self.max_batch, len(y))
             seq0 = self.engine.metrics.seen
             result = self.engine.step(xt[start:end], y[start:end])
-            if result.rewire is not None:
-                rewires.append(result.rewire)
             records += self._records(loaded, owner[start:end], index[start:end], result, seq0)
         self.predictions.write(records)
         emit = getattr(self.log, self.sample_log_level)
         for rec in records:
             emit("sample.processed", **rec)
-        out.rewires += rewires
         out.done += [item for item, _ in loaded]
         out.samples += len(y)
 

@@ -25,12 +25,11 @@ from typing import Literal
 from plasticd.service.checkpoints import CheckpointInfo, CheckpointStore
 from plasticd.service.claims import Claim, Session, WorkArea
 from plasticd.config import Settings
-from plasticd.learn.engine import Engine, RewireReport
+from plasticd.learn.engine import Engine
 from plasticd.errors import CheckpointError
 from plasticd.service.feeds import FileFeed, StreamFeed
 from plasticd.log import get_logger
-from plasticd.learn.consolidate import log_merge, merge_due
-from plasticd.learn.growth_policy import log_growth
+from plasticd.learn.reports import log_report
 from plasticd.service.messages import Checkpoint, Grow, Merge, Message, Rescan, Rewire, Wake
 from plasticd.service.moves import CoveredFiles
 from plasticd.service.notify import Notifier
@@ -43,23 +42,6 @@ from plasticd.service.status import State, write_status
 WAIT_S = 0.2  # longest block in the loop: bounds how late a stop request is seen
 PROGRESS_EVERY_S = 5.0  # period of daemon.progress events while samples flow
 MAX_BACKOFF = 60  # a failing checkpoint is retried after at most 60 x checkpoint.retry_seconds
-
-
-def log_rewire(log, report: RewireReport, trained: int) -> None:
-    """One ``plasticity.rewired`` event per cycle (or ``plasticity.skipped``)."""
-    if report.skipped:
-        log.info("plasticity.skipped", reason=report.skipped, trained=trained)
-        return
-    log.info(
-        "plasticity.rewired",
-        pruned=report.pruned,
-        regrown=report.regrown,
-        active=report.active_after,
-        eligible=report.eligible,
-        estimate_ms=round(report.estimate_ms, 2),
-        rewire_ms=round(report.rewire_ms, 2),
-        trained=trained,
-    )
 
 
 @dataclass
@@ -239,31 +221,22 @@ class Worker:
             self._scan()
         elif isinstance(message, Rewire):
             self._set_state(State.MAINTAINING)
-            report = self.engine.rewire()
-            log_rewire(self.log, report, self.engine.metrics.trained)
-            self.activity.unsaved_changes = self.activity.unsaved_changes or not report.skipped
+            self.engine.rewire()
         elif isinstance(message, Checkpoint):
             self._maybe_checkpoint(message.reason)
         elif isinstance(message, Merge) and self.settings.merge.enabled:
-            self._merge(message.reason)
+            self._set_state(State.MAINTAINING)
+            self.engine.merge(message.reason, min_samples=self.settings.merge.min_samples)
         elif isinstance(message, Grow) and self.settings.growth.enabled:
             self._set_state(State.MAINTAINING)
-            self.engine.growth_reports.append(self.engine.grow(message.reason))
-            self._log_growth()
+            self.engine.grow(message.reason)
+        self._log_reports()
 
-    def _log_growth(self) -> None:
-        """Log the growth checks the engine ran (growth.decided / growth.applied); a size change wants a checkpoint."""
-        while self.engine.growth_reports:
-            report = self.engine.growth_reports.popleft()
-            log_growth(self.log, report)
+    def _log_reports(self) -> None:
+        """Log the maintenance the engine did (rewiring, growth, merges); a change wants a checkpoint."""
+        for report in self.engine.take_reports():
+            log_report(self.log, report)
             self.activity.unsaved_changes = self.activity.unsaved_changes or report.changed
-
-    def _merge(self, reason: str) -> None:
-        """A task boundary (idle, drift, sample count): MagMax merge, logged as merge.applied / merge.skipped."""
-        self._set_state(State.MAINTAINING)
-        report = self.engine.merge(reason, min_samples=self.settings.merge.min_samples)
-        log_merge(self.log, report)
-        self.activity.unsaved_changes = self.activity.unsaved_changes or report.skipped is None
 
     def _wait(self) -> None:
         try:
@@ -286,9 +259,7 @@ class Worker:
     def _process(self, items: list) -> None:
         self._set_state(State.BUSY)
         outcome = self.pipeline.process(items)
-        for report in outcome.rewires:
-            log_rewire(self.log, report, self.engine.metrics.trained)
-        self._log_growth()
+        self._log_reports()
         self.pending += [item.claim for item in outcome.done if item.claim is not None]
         self.counters.files_processed += sum(item.claim is not None for item in outcome.done)
         self.counters.files_failed += len(outcome.failed)
@@ -296,9 +267,6 @@ class Worker:
         self.activity.unsaved_samples += outcome.samples
         self.activity.unsaved_changes = True
         self.activity.last_sample = time.monotonic()
-        due = merge_due(self.settings.merge, self.engine.consolidator, self.engine.consolidator.since_boundary(self.engine))
-        if due:
-            self._merge(due)
 
     # ---------------------------------------------------------------- checkpoints
 
