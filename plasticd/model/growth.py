@@ -29,12 +29,22 @@ preserved. Operations, each exact up to float rounding:
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import Tensor
 
 from plasticd.model.plastic_net import NEURON_AXES
 
 OUTGOING = {"w": 1, "w_out": 1}  # parameter -> axis whose entries are a neuron's outgoing weights
+
+
+class Resize(NamedTuple):
+    """A network of M neurons made from one of N: what every surgery returns and ``Engine.resize`` applies."""
+
+    theta: dict[str, Tensor]  # each (S, ...) sized for M neurons
+    mask: Tensor  # (M, M) bool
+    index: Tensor  # (M,) int64 on the CPU: the old neuron behind each new position, -1 for a fresh one
 
 
 def gather_neurons(t: Tensor, axes: tuple[int, ...], index: Tensor, lead: int = 0) -> Tensor:
@@ -74,7 +84,7 @@ def divide(
     jitter: float = 0.1,
     in_noise: float = 0.0,
     generator: torch.Generator | None = None,
-) -> tuple[dict[str, Tensor], Tensor, Tensor]:
+) -> Resize:
     """Split each neuron in ``parents`` (P,) (distinct) into itself and a child appended at the end.
 
     Outgoing weights are shared α : 1-α with α ~ U(0.5 - jitter, 0.5 + jitter)
@@ -104,7 +114,7 @@ def divide(
             t[:, parents.to(t.device)] += (1.0 - a) * noise
             t[:, n:] -= a * noise
         theta["w"].mul_(mask)  # noise never creates a connection the mask lacks
-    return theta, mask, index
+    return Resize(theta, mask, index)
 
 
 def add_neurons(
@@ -115,7 +125,7 @@ def add_neurons(
     w_out: Tensor,
     w_col: Tensor,
     new_mask: tuple[Tensor, Tensor],
-) -> tuple[dict[str, Tensor], Tensor, Tensor]:
+) -> Resize:
     """Append P neurons with incoming ``w_in`` (P, D), ``b_in`` (P,) and outgoing ``w_out`` (C, P), ``w_col`` (N, P).
 
     Their own recurrent row is zero. ``new_mask`` is (rows (P, N+P), columns (N, P)): the connections the new
@@ -132,15 +142,15 @@ def add_neurons(
     theta["b_in"][:, n:] = b_in.to(theta["b_in"])
     theta["w_out"][:, :, n:] = w_out.to(theta["w_out"])
     theta["w"][:, :n, n:] = (w_col.to(theta["w"]) * cols.to(theta["w"]))
-    return theta, mask, index
+    return Resize(theta, mask, index)
 
 
-def retire(theta: dict[str, Tensor], mask: Tensor, keep: Tensor) -> tuple[dict[str, Tensor], Tensor, Tensor]:
+def retire(theta: dict[str, Tensor], mask: Tensor, keep: Tensor) -> Resize:
     """Keep only the neurons where ``keep`` (N,) bool is True; every tensor is compacted (no dangling rows/columns)."""
     assert keep.dtype == torch.bool and keep.shape == (mask.shape[0],), "keep must be a (N,) bool tensor"
     index = torch.nonzero(keep.cpu()).squeeze(1)
     theta, mask = remap(theta, mask, index)
-    return theta, mask, index
+    return Resize(theta, mask, index)
 
 
 def random_connections(n: int, p: int, density: float, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:

@@ -81,3 +81,10 @@ def reset_entries(opt: Optimizer, param: Tensor, flat_index: Tensor) -> None:
     """Zero every per-element optimizer state of ``param`` at ``flat_index`` (into ``param.view(-1)``)."""
     for slot in state_tensors(opt, param):
         slot.view(-1).index_fill_(0, flat_index, 0.0)
+
+
+def zero_first_moments(opt: Optimizer, params: list[Tensor]) -> None:
+    """Zero the first-moment state (``FIRST_MOMENTS``) of ``params``; second moments are kept."""
+    for p in params:
+        for moment in state_tensors(opt, p, FIRST_MOMENTS):
+            moment.zero_()

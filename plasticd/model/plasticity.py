@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from plasticd.model.growth import gather_neurons
 from plasticd.model.select import select_top
 
 AGE_MAX = 32767
@@ -95,6 +96,11 @@ class UsageStats:
         """Forget the history of connections that were just pruned or regrown."""
         for t in (self.coact, self.credit, self.age):
             t.view(-1).index_fill_(0, flat_index, 0)
+
+    def follow(self, index: Tensor) -> None:
+        """Re-index every statistic by a size change's ``index`` (M,) (see ``growth.gather_neurons``; fresh: 0)."""
+        for name in ("coact", "credit", "age"):
+            setattr(self, name, gather_neurons(getattr(self, name), (0, 1), index))
 
     def state_dict(self) -> dict[str, Tensor]:
         return {
