@@ -740,3 +740,21 @@ def test_json_depth_scan_agrees_with_the_parsed_nesting(document: Any, ensure_as
     depth = 1 + nesting_depth(document)
     assert decode_or_reason(data, ".json", Limits(max_json_depth=depth)) != "json_too_deep"
     assert decode_or_reason(data, ".json", Limits(max_json_depth=depth - 1)) == "json_too_deep"
+
+
+@pytest.mark.parametrize("fast_json", [True, False], ids=["fast-path", "strict-parser"])
+def test_json_long_integers_are_held_to_max_abs_value_not_to_a_digit_count(fast_json: bool) -> None:
+    data = b'{"x": [1, 2, 3, 123456789012345678901234567890]}'
+    batch = decode_bytes(data, ".json", DIM, CLASSES, Limits(max_abs_value=1e30), fast_json=fast_json)
+    assert batch.x[0, 3] == np.float32(1.2345678901234568e29)
+    with pytest.raises(SampleError) as caught:
+        decode_bytes(data, ".json", DIM, CLASSES, Limits(max_abs_value=1e29), fast_json=fast_json)
+    assert caught.value.reason == "value_out_of_range"
+
+
+@pytest.mark.parametrize("fast_json", [True, False], ids=["fast-path", "strict-parser"])
+def test_json_integer_beyond_float64_is_refused_whatever_the_limits(fast_json: bool) -> None:
+    data = b'{"x": [1, 2, 3, 1' + b"0" * 309 + b"]}"
+    with pytest.raises(SampleError, match="310 digits") as caught:
+        decode_bytes(data, ".json", DIM, CLASSES, Limits(max_abs_value=float("inf")), fast_json=fast_json)
+    assert caught.value.reason == "value_out_of_range"

@@ -38,20 +38,32 @@ def decode_file(path: Path, input_dim: int, num_classes: int, limits: Limits = D
     return decode_bytes(data, suffix, input_dim, num_classes, limits)
 
 
-def decode_bytes(data: bytes, suffix: str, input_dim: int, num_classes: int, limits: Limits = DEFAULT_LIMITS) -> SampleBatch:
-    """Decode the content of a sample file whose name ends in ``suffix`` (e.g. ``".json"``)."""
-    decoder = _DECODERS[supported_suffix(suffix)]
+def decode_bytes(
+    data: bytes,
+    suffix: str,
+    input_dim: int,
+    num_classes: int,
+    limits: Limits = DEFAULT_LIMITS,
+    *,
+    fast_json: bool = True,
+) -> SampleBatch:
+    """Decode the content of a sample file whose name ends in ``suffix`` (e.g. ``".json"``).
+
+    ``fast_json=False`` decodes JSON with the strict parser alone: the reference whose answer the
+    orjson fast path must give, for tests that compare the two and for debugging a refusal.
+    """
+    suffix = supported_suffix(suffix)
     check_file_size(len(data), limits.max_file_bytes)
     if not data:
         raise SampleError("empty", "expected a sample file, found 0 bytes")
-    x_value, y_value = pick_fields(decoder(data, limits))
+    document = decode_json(data, limits, fast=fast_json) if suffix == ".json" else _ARCHIVES[suffix](data, limits)
+    x_value, y_value = pick_fields(document)
     x = validated_features(features_from_value(x_value, limits), input_dim, limits)
     y = validated_labels(labels_from_value(y_value, limits), len(x), num_classes)
     return SampleBatch(x=x, y=y)
 
 
-_DECODERS: dict[str, Callable[[bytes, Limits], Any]] = {
-    ".json": decode_json,
+_ARCHIVES: dict[str, Callable[[bytes, Limits], Any]] = {
     ".pt": decode_torch,
     ".pth": decode_torch,
     ".npz": decode_npz,

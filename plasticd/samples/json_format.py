@@ -22,7 +22,7 @@ from plasticd.samples.limits import Limits
 from plasticd.samples.messages import listing, type_name
 
 SCAN_CHUNK = 1 << 20  # bytes per step of the depth scan: bounds its memory, lets int32 count within a step
-_MAX_INT_DIGITS = 20  # a longer JSON integer literal is out of range whatever the limits
+_MAX_INT_DIGITS = 309  # a longer JSON integer literal is >= 1e309, beyond float64 whatever the limits
 _INT64_LIMIT = 2.0**63
 _BRACKET_STEP = np.zeros(256, dtype=np.int8)  # per byte value: +1 opens a level, -1 closes one
 _BRACKET_STEP[[ord("["), ord("{")]] = 1
@@ -161,10 +161,16 @@ def _parse_json(text: str) -> Any:
 
 
 def _parse_int(literal: str) -> int:
-    """int() of a JSON integer literal, refusing long ones before int() spends time on them."""
+    """int() of a JSON integer literal, refusing one beyond float64 before int() spends time on it.
+
+    Only that: a long integer within float64 is a number like any other, held to ``max_abs_value``
+    where it is used (as orjson's answer, a float, is). A cap tied to 64 bits instead would refuse
+    here what the fast path accepts whenever ``max_abs_value`` is 1e20 or more.
+    """
     digits = len(literal.lstrip("-"))
     if digits > _MAX_INT_DIGITS:
-        raise SampleError("value_out_of_range", f"expected at most {_MAX_INT_DIGITS} digits per integer, found {digits}")
+        found = f"an integer of {digits} digits"
+        raise SampleError("value_out_of_range", f"expected numbers within float64 (1.8e308), found {found}")
     return int(literal)
 
 
