@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from plasticd import __version__
+from plasticd.bench import add_bench_group
 from plasticd.config import Settings, load_settings, parse_overrides
 from plasticd.errors import ConfigError, PlasticdError
 
@@ -116,55 +117,11 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    """``plasticd bench BENCHMARK``: resolve the settings, then run the benchmark its module registered."""
     settings = settings_from_args(args)
     _setup(settings)
-    if args.continual:
-        from plasticd.bench.continual import ContinualOptions, run_continual
-
-        return run_continual(
-            settings,
-            ContinualOptions(
-                streams=tuple(args.streams),
-                variants=tuple(args.variants),
-                seeds=tuple(args.seeds),
-                samples_per_task=args.samples_per_task,
-                micro_batch=args.micro_batch_continual,
-                replay_size=args.replay_size,
-                lam=args.lam,
-                jobs=args.jobs,
-                json_out=args.json,
-            ),
-        )
-    if args.growth:
-        from plasticd.bench.growth import GrowthBenchOptions, run_growth_bench
-
-        return run_growth_bench(
-            settings,
-            GrowthBenchOptions(
-                samples=args.samples, epochs=args.epochs, micro_batch=args.growth_batch, seeds=args.growth_seeds,
-                start_neurons=args.start_neurons, json_out=args.json,
-            ),
-        )  # fmt: skip
-    if args.daemon:
-        from plasticd.bench.daemon import DaemonBenchOptions, run_daemon_bench
-
-        results = run_daemon_bench(
-            settings, DaemonBenchOptions(files=args.files, rate=args.rate, seconds=args.seconds, formats=tuple(args.formats))
-        )
-        if args.json:
-            args.json.write_text(json.dumps(results, indent=2))
-        return EXIT_OK
-    from plasticd.bench.learn import BenchOptions, run_bench
-
-    opts = BenchOptions(
-        samples=args.samples,
-        epochs=args.epochs,
-        micro_batch=args.micro_batch,
-        rewire_sizes=tuple(args.rewire_sizes),
-        contenders=tuple(args.only) if args.only else None,
-        json_out=args.json,
-    )
-    return run_bench(settings, opts)
+    run: Callable[[Settings, argparse.Namespace], int] = args.run
+    return run(settings, args)
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -238,80 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     _settings_args(p)
     p.set_defaults(func=cmd_status)
 
-    p = sub.add_parser(
-        "bench",
-        help="prequential benchmark against a dense MLP, and rewiring cost",
-        description="One prequential (test-then-train) pass over the Fashion-MNIST training stream per contender, "
-        "each in its own process, then accuracy on the 10k test set: PlasticNet per sample and micro-batched, "
-        "a dense MLP of the same width with the same optimizer (the baseline), and reference MLPs. "
-        "Then one plasticity cycle timed at several network sizes. Prints a table and ratios to the baseline.",
-        epilog=_SETTINGS_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--samples", type=_positive_int, default=60000, help="training samples per pass (default 60000)")
-    p.add_argument("--epochs", type=_positive_int, default=1, help="passes over the training stream (default 1)")
-    p.add_argument("--micro-batch", type=_positive_int, default=32, help="micro-batch size of the batched contender (default 32)")
-    p.add_argument(
-        "--rewire-sizes",
-        type=_positive_int,
-        nargs="*",
-        default=[400, 2000, 8000],
-        metavar="N",
-        help="network sizes at which one prune+regrow cycle is timed (default 400 2000 8000; none to skip)",
-    )
-    p.add_argument("--only", nargs="+", metavar="NAME", help="run only these contenders (names as in the table)")
-    p.add_argument("--json", type=Path, metavar="FILE", help="also write the results as JSON")
-    g = p.add_argument_group("end-to-end daemon benchmark (--daemon)")
-    g.add_argument(
-        "--daemon",
-        action="store_true",
-        help="instead: run the real daemon on a pre-filled inbox (files/s against the read+parse+rename floor), "
-        "then at a steady arrival rate (latency p50/p99), and report its peak RSS",
-    )
-    g.add_argument("--files", type=_positive_int, default=10000, help="backlog files per format (default 10000)")
-    g.add_argument("--rate", type=float, default=100.0, help="steady arrival rate in files/s (default 100)")
-    g.add_argument("--seconds", type=float, default=10.0, help="length of the steady phase (default 10)")
-    g.add_argument("--formats", nargs="+", choices=["json", "npz"], default=["json", "npz"], help="backlog file formats")
-    g = p.add_argument_group("continual-learning benchmark (--continual)")
-    g.add_argument(
-        "--continual",
-        action="store_true",
-        help="instead: 5-task domain-incremental (pixel permutations) and class-incremental (2 classes per task) "
-        "Fashion-MNIST streams; plain vs MagMax merges vs replay vs both; accuracy matrix, average accuracy, "
-        "forgetting, backward transfer, prequential accuracy; mean ± std over seeds",
-    )
-    g.add_argument("--streams", nargs="+", choices=["domain", "class"], default=["domain", "class"], help="streams (default both)")
-    g.add_argument(
-        "--variants",
-        nargs="+",
-        choices=["plain", "merges", "replay", "merges+replay", "merges-drift"],
-        default=["plain", "merges", "replay", "merges+replay"],
-        help="variants (default plain merges replay merges+replay; merges-drift: boundaries from Page-Hinkley)",
-    )
-    g.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="run seeds (default 0 1 2)")
-    g.add_argument("--samples-per-task", type=_positive_int, default=4000, help="training samples per task (default 4000)")
-    g.add_argument(
-        "--continual-batch", dest="micro_batch_continual", type=_positive_int, default=1,
-        help="samples per engine step (default 1, the daemon with no backlog)",
-    )  # fmt: skip
-    g.add_argument("--replay-size", type=_positive_int, default=1000, help="reservoir size of the replay variants (default 1000)")
-    g.add_argument(
-        "--lam", type=float, default=0.7,
-        help="λ of the merge variants (default 0.7: picked on seed 99 of the domain stream from 0.3 0.5 0.7 1.0)",
-    )  # fmt: skip
-    g.add_argument("--jobs", type=_positive_int, default=2, help="runs in parallel, one process each (default 2)")
-    g = p.add_argument_group("neuron growth benchmark (--growth; also uses --samples, --epochs, --json)")
-    g.add_argument(
-        "--growth",
-        action="store_true",
-        help="instead: a network grown from --start-neurons (settings' [growth], enabled) against fixed networks of "
-        "the start size and of the grown final size, on the same stream; accuracy, training time, N over time",
-    )
-    g.add_argument("--start-neurons", type=_positive_int, default=64, help="size the grown network starts at (default 64)")
-    g.add_argument("--growth-seeds", type=_positive_int, default=3, help="seeds, from runtime.seed on (default 3)")
-    g.add_argument("--growth-batch", type=_positive_int, default=1, help="samples per engine step (default 1)")
-    _settings_args(p)
-    p.set_defaults(func=cmd_bench)
+    add_bench_group(sub, settings_args=_settings_args, func=cmd_bench, epilog=_SETTINGS_HELP)
 
     p = sub.add_parser(
         "config",

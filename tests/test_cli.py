@@ -5,9 +5,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from plasticd.bench import BENCHMARKS
+from plasticd.bench.common import mean_std, run_record, write_results
+from plasticd.cli import build_parser, cmd_bench
 
 TIMEOUT = 300
 
@@ -20,6 +25,7 @@ def plasticd(*args: str, cwd: Path | None = None, env: dict | None = None) -> su
         capture_output=True,
         text=True,
         timeout=TIMEOUT,
+        check=False,
     )
 
 
@@ -27,11 +33,36 @@ def events(stderr: str) -> list[dict]:
     return [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
 
 
-@pytest.mark.parametrize("command", [[], ["run"], ["ingest"], ["status"], ["bench"], ["config"]])
+@pytest.mark.parametrize(
+    "command",
+    [[], ["run"], ["ingest"], ["status"], ["bench"], ["config"], *(["bench", name] for name in BENCHMARKS)],
+)
 def test_every_command_explains_itself(command: list[str]) -> None:
     out = plasticd(*command, "--help")
     assert out.returncode == 0
     assert "usage: plasticd" in out.stdout and "PLASTICD_" in out.stdout
+
+
+def test_bench_group_lists_every_benchmark_and_runs_none_without_one() -> None:
+    out = plasticd("bench")
+    assert out.returncode == 2
+    assert all(name in out.stderr for name in BENCHMARKS)
+
+
+@pytest.mark.parametrize("flag", ["--daemon", "--growth", "--continual"])
+def test_old_bench_flags_name_their_sub_command(flag: str) -> None:
+    out = plasticd("bench", flag, "--samples", "10")
+    assert out.returncode == 2
+    assert f"plasticd bench {flag[2:]}" in out.stderr
+
+
+def test_each_benchmark_registers_its_sub_command_with_settings_and_a_runner() -> None:
+    parser = build_parser()
+    args = parser.parse_args(["bench", "growth", "--micro-batch", "4", "--set", "model.neurons=20", "--json", "g.json"])
+    assert args.func is cmd_bench and callable(args.run) and args.benchmark == "growth"
+    assert args.micro_batch == 4 and args.set == ["model.neurons=20"] and args.json == Path("g.json")
+    old_spelling = parser.parse_args(["bench", "continual", "--continual-batch", "8"])
+    assert old_spelling.micro_batch == 8
 
 
 def test_version() -> None:
@@ -72,7 +103,7 @@ def test_run_streams_fashion_mnist_and_logs_json(fashion_mnist_dir: Path, tmp_pa
 @pytest.mark.slow
 def test_bench_prints_a_table_with_ratios(fashion_mnist_dir: Path, tmp_path: Path) -> None:
     out = plasticd(
-        "bench", "--samples", "300", "--set", f"paths.checkpoints={tmp_path / 'ck'}", "--micro-batch", "8", "--rewire-sizes", "32", "64", "--threads", "1",
+        "bench", "learn", "--samples", "300", "--set", f"paths.checkpoints={tmp_path / 'ck'}", "--micro-batch", "8", "--rewire-sizes", "32", "64", "--threads", "1",
         "--only", "plastic-b1", "plastic-b8", "mlp", "--json", str(tmp_path / "b.json"),
         "--set", f"paths.dataset={fashion_mnist_dir}",
     )  # fmt: skip
@@ -84,3 +115,24 @@ def test_bench_prints_a_table_with_ratios(fashion_mnist_dir: Path, tmp_path: Pat
     for c in report["contenders"]:
         assert 0.0 < c["test_accuracy"] <= 1.0 and c["samples_per_s"] > 0 and c["peak_rss_mb"] > 0
     assert [t["neurons"] for t in report["rewire"]] == [32, 64]
+
+
+def test_every_bench_result_file_goes_through_one_writer(tmp_path: Path) -> None:
+    @dataclass(frozen=True)
+    class Options:
+        samples: int = 5
+        json_out: Path | None = None
+
+    record = run_record(Options(json_out=tmp_path / "r.json"), '{"model": {"neurons": 8}}', results=[{"acc": 0.5}])
+    write_results(tmp_path / "r.json", record)
+    assert json.loads((tmp_path / "r.json").read_text(encoding="utf-8")) == {
+        "options": {"samples": 5, "json_out": str(tmp_path / "r.json")},
+        "settings": {"model": {"neurons": 8}},
+        "results": [{"acc": 0.5}],
+    }
+
+
+def test_mean_std_over_seeds() -> None:
+    assert mean_std([0.25, 0.25]) == "0.2500 ± 0.0000"
+    assert mean_std([0.1, 0.3], "{:.1f}", scale=100.0) == "20.0 ± 14.1"
+    assert mean_std([64.0], "{:.0f}") == "64", "one seed has no spread to show"

@@ -1,4 +1,4 @@
-"""``plasticd bench --continual``: does consolidation stop the daemon forgetting? Measured, side by side.
+"""``plasticd bench continual``: does consolidation stop the daemon forgetting? Measured, side by side.
 
 Two Fashion-MNIST streams are built in code, each of 5 tasks seen one after
 another (test-then-train on every sample, as the daemon does):
@@ -23,21 +23,21 @@ Each (stream, variant, seed) runs in its own process; mean ± std over seeds.
 
 from __future__ import annotations
 
-import json
+import argparse
 import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
-
+from plasticd.bench.common import SubParsers, mean_std, positive_int, write_results
 from plasticd.config import Settings
-from plasticd.learn.continual_metrics import scores
-from plasticd.data.fashion_mnist import Split, load_split
-from plasticd.learn.engine import Engine
-from plasticd.learn.reports import MergeReport
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from plasticd.data.fashion_mnist import Split
 
 TASKS = 5
 STREAMS = ("domain", "class")
@@ -85,6 +85,8 @@ class Task:
 
 def build_tasks(stream: str, train: Split, test: Split, opts: ContinualOptions, seed: int) -> list[Task]:
     """The 5 tasks of ``stream``: training samples drawn with ``seed``, test sets fixed."""
+    import numpy as np
+
     rng = np.random.default_rng(seed)
     fixed = np.random.default_rng(PERMUTATION_SEED)
     domain_test = fixed.permutation(len(test))[: opts.test_per_task]  # the same images under each permutation
@@ -119,6 +121,14 @@ def variant_settings(settings: Settings, variant: str, opts: ContinualOptions, s
 
 def run_one(settings: Settings, stream: str, variant: str, seed: int, opts: ContinualOptions) -> RunResult:
     """Stream the 5 tasks through one fresh engine; score every task after each."""
+    import numpy as np
+    import torch
+
+    from plasticd.data.fashion_mnist import load_split
+    from plasticd.learn.continual_metrics import scores
+    from plasticd.learn.engine import Engine
+    from plasticd.learn.reports import MergeReport
+
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     s = variant_settings(settings, variant, opts, seed)
@@ -150,12 +160,9 @@ def _run_job(args: tuple) -> RunResult:
 # --------------------------------------------------------------------- report
 
 
-def _pm(values: list[float], scale: float = 100.0, digits: int = 1) -> str:
-    a = np.asarray(values) * scale
-    return f"{a.mean():.{digits}f} ± {a.std(ddof=1) if len(a) > 1 else 0.0:.{digits}f}"
-
-
 def format_report(results: list[RunResult], opts: ContinualOptions) -> str:
+    import numpy as np
+
     lines = []
     for stream in opts.streams:
         rows = {v: [r for r in results if r.stream == stream and r.variant == v] for v in opts.variants}
@@ -173,7 +180,8 @@ def format_report(results: list[RunResult], opts: ContinualOptions) -> str:
             ("backward transfer ↑", "backward_transfer"),
             ("prequential accuracy ↑", "prequential_accuracy"),
         ):
-            lines.append(f"| {label} | " + " | ".join(_pm([getattr(r, attr) for r in rs]) for rs in rows.values()) + " |")
+            cells = [mean_std([getattr(r, attr) for r in rs], "{:.1f}", scale=100.0) for rs in rows.values()]
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
         base = rows.get("plain")
         if base:
             f0, p0 = np.mean([r.forgetting for r in base]), np.mean([r.prequential_accuracy for r in base])
@@ -199,7 +207,7 @@ def run_continual(settings: Settings, opts: ContinualOptions) -> int:
     jobs = [(settings, st, v, seed, opts) for st in opts.streams for v in opts.variants for seed in opts.seeds]
     lam = settings.merge.lam if opts.lam is None else opts.lam
     print(
-        f"plasticd bench --continual: {len(jobs)} runs ({len(opts.streams)} streams × {len(opts.variants)} variants × "
+        f"plasticd bench continual: {len(jobs)} runs ({len(opts.streams)} streams × {len(opts.variants)} variants × "
         f"{len(opts.seeds)} seeds) on {opts.jobs} processes, 1 thread each; {opts.samples_per_task} samples per task, "
         f"micro-batches of {opts.micro_batch}, N={settings.model.neurons}, λ={lam}, replay reservoir {opts.replay_size}, "
         f"replay ratio {settings.replay.ratio}",
@@ -223,5 +231,58 @@ def run_continual(settings: Settings, opts: ContinualOptions) -> int:
     print(format_report(results, opts))
     print(f"\n{len(results)} runs in {time.perf_counter() - t0:.0f} s")
     if opts.json_out is not None:
-        opts.json_out.write_text(json.dumps([asdict(r) for r in results], indent=2))
+        write_results(opts.json_out, [asdict(r) for r in results])
     return 0
+
+
+# ---------------------------------------------------------------- command line
+
+
+def register(subparsers: SubParsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "continual",
+        help="does consolidation stop forgetting? 5-task streams: plain vs MagMax merges vs replay vs both",
+        description="5-task domain-incremental (pixel permutations) and class-incremental (2 classes per task) "
+        "Fashion-MNIST streams; plain vs MagMax merges vs replay vs both; accuracy matrix, average accuracy, "
+        "forgetting, backward transfer, prequential accuracy; mean ± std over seeds. Each run in its own process.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--streams", nargs="+", choices=STREAMS, default=list(STREAMS), help="streams (default both)")
+    p.add_argument(
+        "--variants",
+        nargs="+",
+        choices=VARIANTS + OPTIONAL_VARIANTS,
+        default=list(VARIANTS),
+        help="variants (default plain merges replay merges+replay; merges-drift: boundaries from Page-Hinkley)",
+    )
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="run seeds (default 0 1 2)")
+    p.add_argument("--samples-per-task", type=positive_int, default=4000, help="training samples per task (default 4000)")
+    p.add_argument(
+        "--micro-batch", "--continual-batch", dest="micro_batch", type=positive_int, default=1,
+        help="samples per engine step (default 1, the daemon with no backlog)",
+    )  # fmt: skip
+    p.add_argument("--replay-size", type=positive_int, default=1000, help="reservoir size of the replay variants (default 1000)")
+    p.add_argument(
+        "--lam", type=float, default=0.7,
+        help="λ of the merge variants (default 0.7: picked on seed 99 of the domain stream from 0.3 0.5 0.7 1.0)",
+    )  # fmt: skip
+    p.add_argument("--jobs", type=positive_int, default=2, help="runs in parallel, one process each (default 2)")
+    p.add_argument("--json", type=Path, metavar="FILE", help="also write the results as JSON")
+    p.set_defaults(run=run)
+    return p
+
+
+def run(settings: Settings, args: argparse.Namespace) -> int:
+    """``plasticd bench continual`` with its parsed options."""
+    opts = ContinualOptions(
+        streams=tuple(args.streams),
+        variants=tuple(args.variants),
+        seeds=tuple(args.seeds),
+        samples_per_task=args.samples_per_task,
+        micro_batch=args.micro_batch,
+        replay_size=args.replay_size,
+        lam=args.lam,
+        jobs=args.jobs,
+        json_out=args.json,
+    )
+    return run_continual(settings, opts)

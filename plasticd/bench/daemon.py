@@ -1,4 +1,4 @@
-"""``plasticd bench --daemon``: the real daemon, end to end, against the I/O floor.
+"""``plasticd bench daemon``: the real daemon, end to end, against the I/O floor.
 
 In a fresh temporary folder, for each file format (.json, .npz):
 
@@ -18,6 +18,7 @@ The daemon's peak RSS (VmHWM) is read from /proc before it is stopped.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -28,12 +29,13 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import orjson
-
+from plasticd.bench.common import SubParsers, positive_int, write_results
 from plasticd.config import Settings
-from plasticd.data.fashion_mnist import load_split
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 @dataclass(frozen=True)
@@ -42,9 +44,12 @@ class DaemonBenchOptions:
     rate: float = 100.0  # files/s in the steady-arrival phase
     seconds: float = 10.0  # length of the steady-arrival phase
     formats: tuple[str, ...] = ("json", "npz")
+    json_out: Path | None = None
 
 
 def _write_samples(folder: Path, x: np.ndarray, y: np.ndarray, fmt: str) -> list[Path]:
+    import numpy as np
+
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for i in range(len(y)):
@@ -60,6 +65,9 @@ def _write_samples(folder: Path, x: np.ndarray, y: np.ndarray, fmt: str) -> list
 def io_floor(folder: Path, fmt: str, stdlib_json: bool = False) -> float:
     """Files/s of read + parse + rename alone over every file in ``folder`` (JSON with orjson, as the
     daemon parses it, or with the standard library's json when ``stdlib_json``)."""
+    import numpy as np
+    import orjson
+
     done = folder.parent / f"{folder.name}-floor-done"
     done.mkdir(exist_ok=True)
     names = sorted(os.listdir(folder))
@@ -173,6 +181,8 @@ def _backlog(root: Path, x: np.ndarray, y: np.ndarray, fmt: str, settings: Setti
 
 
 def _steady(root: Path, x: np.ndarray, y: np.ndarray, opts: DaemonBenchOptions, settings: Settings) -> dict:
+    import numpy as np
+
     daemon = _Daemon(root, _config(root, settings))
     inbox = root / "data_inbox"
     try:
@@ -206,10 +216,12 @@ def _steady(root: Path, x: np.ndarray, y: np.ndarray, opts: DaemonBenchOptions, 
 
 
 def run_daemon_bench(settings: Settings, opts: DaemonBenchOptions) -> dict:
+    from plasticd.data.fashion_mnist import load_split
+
     train = load_split(settings.paths.dataset, "train")
     x, y = train.x[: opts.files], train.y[: opts.files]
     results: dict = {"backlog": [], "steady": None}
-    print(f"plasticd bench --daemon: {opts.files} files per format, steady phase {opts.rate:g} files/s for {opts.seconds:g} s", flush=True)
+    print(f"plasticd bench daemon: {opts.files} files per format, steady phase {opts.rate:g} files/s for {opts.seconds:g} s", flush=True)
     for fmt in opts.formats:
         with tempfile.TemporaryDirectory(prefix="plasticd-bench-") as tmp:
             r = _backlog(Path(tmp), x, y, fmt, settings)
@@ -241,4 +253,34 @@ def run_daemon_bench(settings: Settings, opts: DaemonBenchOptions) -> dict:
     print(f"  latency p99 at {s['rate_files_per_s']:.0f} files/s               {s['latency_p99_ms']:7.1f}ms (target <= 50 ms) {'met' if s['latency_p99_ms'] <= 50 else 'MISSED'}")
     rss = max([r["peak_rss_mb"] for r in results["backlog"]] + [s["peak_rss_mb"]])
     print(f"  daemon peak RSS, N={settings.model.neurons}                   {rss:7.0f}MB (target <= 400 MB) {'met' if rss <= 400 else 'MISSED'}")
+    if opts.json_out is not None:
+        write_results(opts.json_out, results)
     return results
+
+
+# ---------------------------------------------------------------- command line
+
+
+def register(subparsers: SubParsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "daemon",
+        help="the real daemon end to end: files/s under backlog, latency at a steady rate, peak RSS",
+        description="Run the real daemon (plasticd run, a subprocess) on a pre-filled inbox, per file format: "
+        "files/s against the read+parse+rename floor; then at a steady arrival rate: latency p50/p99; "
+        "and report its peak RSS. Everything happens in a fresh temporary folder.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--files", type=positive_int, default=10000, help="backlog files per format (default 10000)")
+    p.add_argument("--rate", type=float, default=100.0, help="steady arrival rate in files/s (default 100)")
+    p.add_argument("--seconds", type=float, default=10.0, help="length of the steady phase (default 10)")
+    p.add_argument("--formats", nargs="+", choices=["json", "npz"], default=["json", "npz"], help="backlog file formats")
+    p.add_argument("--json", type=Path, metavar="FILE", help="also write the results as JSON")
+    p.set_defaults(run=run)
+    return p
+
+
+def run(settings: Settings, args: argparse.Namespace) -> int:
+    """``plasticd bench daemon`` with its parsed options."""
+    opts = DaemonBenchOptions(files=args.files, rate=args.rate, seconds=args.seconds, formats=tuple(args.formats), json_out=args.json)
+    run_daemon_bench(settings, opts)
+    return 0

@@ -1,4 +1,4 @@
-"""``plasticd bench --growth``: does growing from a small network pay?
+"""``plasticd bench growth``: does growing from a small network pay?
 
 Per seed, three contenders see the same Fashion-MNIST stream (same order),
 each predicting every sample before learning from it, each in a fresh
@@ -17,21 +17,26 @@ name, and the final N over seeds (mean ± std).
 
 from __future__ import annotations
 
+import argparse
 import multiprocessing
 import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
-from plasticd.bench.learn import write_results
+from plasticd.bench.common import (
+    SubParsers,
+    mean_std,
+    positive_int,
+    run_record,
+    write_results,
+)
 from plasticd.config import Settings
-from plasticd.data.fashion_mnist import load_split
-from plasticd.learn.engine import Engine
-from plasticd.learn.reports import GrowthReport
-from plasticd.data.stream import stream_batches
+
+if TYPE_CHECKING:
+    from plasticd.learn.engine import Engine
 
 CONTENDERS = ("grown", "fixed-start", "fixed-final")
 
@@ -81,6 +86,13 @@ def _settings_for(base: Settings, name: str, seed: int, neurons: int) -> Setting
 
 def _run(name: str, settings_json: str, seed: int, neurons: int, opts: GrowthBenchOptions) -> GrowthResult:
     """Runs in a fresh process: one prequential run of one contender, then the test set."""
+    import torch
+
+    from plasticd.data.fashion_mnist import load_split
+    from plasticd.data.stream import stream_batches
+    from plasticd.learn.engine import Engine
+    from plasticd.learn.reports import GrowthReport
+
     settings = _settings_for(Settings.model_validate_json(settings_json), name, seed, neurons)
     if settings.runtime.threads:
         torch.set_num_threads(settings.runtime.threads)
@@ -122,11 +134,6 @@ def _run(name: str, settings_json: str, seed: int, neurons: int, opts: GrowthBen
 # --------------------------------------------------------------------- report
 
 
-def _mean_std(values: list[float], fmt: str = "{:.4f}") -> str:
-    mean = fmt.format(statistics.mean(values))
-    return f"{mean} ± {fmt.format(statistics.stdev(values))}" if len(values) > 1 else mean
-
-
 def _table(results: list[GrowthResult]) -> str:
     head = (
         f"{'seed':>4} {'contender':<12} {'preq acc':>8} {'last win':>8} {'test acc':>8} {'train s':>8} {'cpu s':>7} "
@@ -159,21 +166,28 @@ def _summary(results: list[GrowthResult]) -> str:
 
     def over(label: str, attr: str, fmt: str = "{:.4f}") -> str:
         g, s, f = ([getattr(r[i], attr) for r in rows] for i in range(3))
-        return f"  {label:<18} grown {_mean_std(g, fmt)}   fixed-start {_mean_std(s, fmt)}   fixed-final {_mean_std(f, fmt)}"
+        return f"  {label:<18} grown {mean_std(g, fmt)}   fixed-start {mean_std(s, fmt)}   fixed-final {mean_std(f, fmt)}"
 
     lines = [
         "over seeds (mean ± std):",
         over("test accuracy", "test_accuracy"),
         over("train seconds", "train_seconds", "{:.1f}"),
         over("train CPU seconds", "cpu_seconds", "{:.1f}"),
-        f"  final N (grown)    {_mean_std(final_n, '{:.0f}')}   per seed {[int(n) for n in final_n]}",
+        f"  final N (grown)    {mean_std(final_n, '{:.0f}')}   per seed {[int(n) for n in final_n]}",
         "targets:",
-        f"  test acc grown - fixed-final  {mean(vs_final):+.2f} points (per seed {[round(v, 2) for v in vs_final]})  "
-        f"(target ≥ -0.50)  {verdict(mean(vs_final) >= -0.5)}",
-        f"  train time grown / fixed-final {mean(time_ratio):.2f} CPU (per seed {[round(v, 2) for v in time_ratio]}; "
-        f"wall {mean(wall_ratio):.2f})  (target ≤ 0.80)  {verdict(mean(time_ratio) <= 0.8)}",
-        f"  test acc grown - fixed-start  {mean(vs_start):+.2f} points (per seed {[round(v, 2) for v in vs_start]})  "
-        f"(target: clearly better, ≥ +0.50 on average and on every seed)  {verdict(mean(vs_start) >= 0.5 and min(vs_start) > 0)}",
+        (
+            f"  test acc grown - fixed-final  {mean(vs_final):+.2f} points (per seed {[round(v, 2) for v in vs_final]})  "
+            f"(target ≥ -0.50)  {verdict(mean(vs_final) >= -0.5)}"
+        ),
+        (
+            f"  train time grown / fixed-final {mean(time_ratio):.2f} CPU (per seed {[round(v, 2) for v in time_ratio]}; "
+            f"wall {mean(wall_ratio):.2f})  (target ≤ 0.80)  {verdict(mean(time_ratio) <= 0.8)}"
+        ),
+        (
+            f"  test acc grown - fixed-start  {mean(vs_start):+.2f} points (per seed {[round(v, 2) for v in vs_start]})  "
+            f"(target: clearly better, ≥ +0.50 on average and on every seed)  "
+            f"{verdict(mean(vs_start) >= 0.5 and min(vs_start) > 0)}"
+        ),
     ]
     return "\n".join(lines)
 
@@ -188,11 +202,15 @@ def _trace(results: list[GrowthResult]) -> str:
 
 
 def run_growth_bench(settings: Settings, opts: GrowthBenchOptions) -> int:
+    import torch
+
+    from plasticd.data.fashion_mnist import load_split
+
     load_split(settings.paths.dataset, "test")  # fail fast, with the how-to-get-it message
     threads = settings.runtime.threads or torch.get_num_threads()
     g = settings.growth
     print(
-        f"plasticd bench --growth: {opts.samples} samples × {opts.epochs} pass(es), micro-batch {opts.micro_batch}, "
+        f"plasticd bench growth: {opts.samples} samples × {opts.epochs} pass(es), micro-batch {opts.micro_batch}, "
         f"seeds {settings.runtime.seed}..{settings.runtime.seed + opts.seeds - 1}, {threads} torch thread(s), "
         f"start N={opts.start_neurons}, growth every {g.interval} samples, horizon {g.horizon}, "
         f"grow {g.grow_fraction:g}×N (division share {g.division_share:g}), max N {g.max_neurons}",
@@ -221,5 +239,39 @@ def run_growth_bench(settings: Settings, opts: GrowthBenchOptions) -> int:
     print()
     print(_summary(results))
     if opts.json_out is not None:
-        write_results(opts.json_out, opts, settings_json, results=[asdict(r) for r in results])
+        write_results(opts.json_out, run_record(opts, settings_json, results=[asdict(r) for r in results]))
     return 0
+
+
+# ---------------------------------------------------------------- command line
+
+
+def register(subparsers: SubParsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "growth",
+        help="does growing from a small network pay? grown against fixed networks on the same stream",
+        description="A network grown from --start-neurons (settings' [growth], enabled) against fixed networks of "
+        "the start size and of the grown final size, on the same Fashion-MNIST stream, each in a fresh process; "
+        "accuracy, training time, N over time, and the final N over seeds (mean ± std).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--samples", type=positive_int, default=60000, help="training samples per pass (default 60000)")
+    p.add_argument("--epochs", type=positive_int, default=1, help="passes over the training stream (default 1)")
+    p.add_argument("--start-neurons", type=positive_int, default=64, help="size the grown network starts at (default 64)")
+    p.add_argument("--growth-seeds", type=positive_int, default=3, help="seeds, from runtime.seed on (default 3)")
+    p.add_argument(
+        "--micro-batch", "--growth-batch", dest="micro_batch", type=positive_int, default=1,
+        help="samples per engine step (default 1)",
+    )  # fmt: skip
+    p.add_argument("--json", type=Path, metavar="FILE", help="also write the results as JSON")
+    p.set_defaults(run=run)
+    return p
+
+
+def run(settings: Settings, args: argparse.Namespace) -> int:
+    """``plasticd bench growth`` with its parsed options."""
+    opts = GrowthBenchOptions(
+        samples=args.samples, epochs=args.epochs, micro_batch=args.micro_batch, seeds=args.growth_seeds,
+        start_neurons=args.start_neurons, json_out=args.json,
+    )  # fmt: skip
+    return run_growth_bench(settings, opts)

@@ -1,4 +1,4 @@
-"""``plasticd bench``: prequential accuracy and speed against a dense MLP, in one run.
+"""``plasticd bench learn``: prequential accuracy and speed against a dense MLP, in one run.
 
 Every contender sees the same Fashion-MNIST training stream (same seed, same
 order), predicts each sample before learning from it (test-then-train), and
@@ -21,7 +21,7 @@ several sizes N to show how its cost grows.
 
 from __future__ import annotations
 
-import json
+import argparse
 import math
 import multiprocessing
 import resource
@@ -31,15 +31,8 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
-import torch
-
+from plasticd.bench.common import SubParsers, positive_int, run_record, write_results
 from plasticd.config import Settings
-from plasticd.data.fashion_mnist import load_split
-from plasticd.learn.engine import Engine
-from plasticd.learn.metrics import PrequentialMetrics
-from plasticd.model.normalize import InputNorm
-from plasticd.data.stream import stream_batches
 
 BASELINE = "mlp"
 
@@ -79,64 +72,6 @@ class RewireTiming:
 # ------------------------------------------------------------------ contenders
 
 
-class DenseMLP:
-    """The baseline: Linear(D, H) → ReLU → Linear(H, C), trained one step per batch with autograd.
-
-    ``recipe=True`` adds plasticd's input standardisation and an averaged
-    copy of the weights for predictions (same decay and cadence as the engine).
-    """
-
-    def __init__(self, settings: Settings, optimizer: str, lr: float, recipe: bool = False) -> None:
-        torch.manual_seed(settings.runtime.seed)
-        m = settings.model
-        self.model = torch.nn.Sequential(
-            torch.nn.Linear(m.input_dim, m.neurons), torch.nn.ReLU(), torch.nn.Linear(m.neurons, m.num_classes)
-        )
-        params = list(self.model.parameters())
-        if optimizer == "sgd":
-            self.opt = torch.optim.SGD(params, lr=lr, momentum=settings.train.momentum, weight_decay=settings.train.weight_decay)
-        elif optimizer == "adamw":
-            self.opt = torch.optim.AdamW(params, lr=lr, betas=settings.train.betas, weight_decay=settings.train.weight_decay)
-        else:
-            self.opt = torch.optim.Adam(params, lr=lr, betas=settings.train.betas, weight_decay=settings.train.weight_decay)
-        self.norm = InputNorm(m.input_dim, enabled=recipe)
-        self.decay = settings.train.average_decay if recipe else 0.0
-        self.every = settings.train.average_every
-        self.avg = [p.detach().clone() for p in params] if self.decay else None
-        self.steps = 0
-
-    def _predict(self, x: torch.Tensor) -> torch.Tensor:
-        if self.avg is None:
-            return self.model(x)
-        w1, b1, w2, b2 = self.avg
-        return torch.nn.functional.linear(torch.relu(torch.nn.functional.linear(x, w1, b1)), w2, b2)
-
-    def step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        """Predict, then learn; returns per-sample correctness and prequential loss."""
-        self.norm.update(x)
-        x = self.norm(x)
-        logits = self.model(x)
-        loss = torch.nn.functional.cross_entropy(logits, y)
-        pred_logits = logits if self.avg is None else self._predict(x).detach()
-        with torch.no_grad():
-            per_sample = torch.nn.functional.cross_entropy(pred_logits, y, reduction="none")
-            correct = pred_logits.argmax(dim=1) == y
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
-        self.steps += 1
-        if self.avg is not None and self.steps % self.every == 0:
-            t = self.steps
-            d = min(self.decay, (1.0 + t) / (10.0 + t)) ** self.every
-            with torch.no_grad():
-                torch._foreach_lerp_(self.avg, [p.detach() for p in self.model.parameters()], 1.0 - d)
-        return correct.numpy(), per_sample.detach().numpy()
-
-    @torch.no_grad()
-    def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> float:
-        return float((self._predict(self.norm(x)).argmax(dim=1) == y).float().mean())
-
-
 def contender_names(micro_batch: int) -> dict[str, str]:
     return {
         "plastic-b1": "PlasticNet, 1 sample per step",
@@ -149,6 +84,14 @@ def contender_names(micro_batch: int) -> dict[str, str]:
 
 def _run_contender(name: str, settings_json: str, opts: BenchOptions) -> ContenderResult:
     """Runs in a fresh process: one prequential pass (or several), then the test set."""
+    import torch
+
+    from plasticd.bench.dense_mlp import DenseMLP
+    from plasticd.data.fashion_mnist import load_split
+    from plasticd.data.stream import stream_batches
+    from plasticd.learn.engine import Engine
+    from plasticd.learn.metrics import PrequentialMetrics
+
     settings = Settings.model_validate_json(settings_json)
     if settings.runtime.threads:
         torch.set_num_threads(settings.runtime.threads)
@@ -195,6 +138,11 @@ def _run_contender(name: str, settings_json: str, opts: BenchOptions) -> Contend
 
 def _time_rewire(settings_json: str, sizes: tuple[int, ...], repeats: int = 3) -> list[RewireTiming]:
     """Runs in a fresh process: one plasticity cycle per size, on a network whose connections are all old enough."""
+    import torch
+
+    from plasticd.data.fashion_mnist import load_split
+    from plasticd.learn.engine import Engine
+
     base = Settings.model_validate_json(settings_json)
     if base.runtime.threads:
         torch.set_num_threads(base.runtime.threads)
@@ -281,16 +229,20 @@ def _targets(results: dict[str, ContenderResult], micro: str, timings: list[Rewi
 
 
 def run_bench(settings: Settings, opts: BenchOptions) -> int:
+    import torch
+
+    from plasticd.data.fashion_mnist import load_split
+
     names = list(contender_names(opts.micro_batch))
     if opts.contenders:
         unknown = sorted(set(opts.contenders) - set(names))
         if unknown:
-            raise SystemExit(f"plasticd bench: unknown contender(s) {unknown}; choose from {names}")
+            raise SystemExit(f"plasticd bench learn: unknown contender(s) {unknown}; choose from {names}")
         names = [n for n in names if n in opts.contenders]
     load_split(settings.paths.dataset, "test")  # fail fast, with the how-to-get-it message
     threads = settings.runtime.threads or torch.get_num_threads()
     print(
-        f"plasticd bench: {opts.samples} samples × {opts.epochs} pass(es), seed {settings.runtime.seed}, "
+        f"plasticd bench learn: {opts.samples} samples × {opts.epochs} pass(es), seed {settings.runtime.seed}, "
         f"{threads} torch thread(s), N={settings.model.neurons}, K={settings.model.iterations}, "
         f"optimizer {settings.train.optimizer} lr {settings.train.learning_rate:g}",
         flush=True,
@@ -321,11 +273,50 @@ def run_bench(settings: Settings, opts: BenchOptions) -> int:
         print()
         print(targets)
     if opts.json_out is not None:
-        write_results(opts.json_out, opts, settings_json, contenders=[asdict(r) for r in results], rewire=[asdict(t) for t in timings])
+        record = run_record(opts, settings_json, contenders=[asdict(r) for r in results], rewire=[asdict(t) for t in timings])
+        write_results(opts.json_out, record)
     return 0
 
 
-def write_results(path: Path, opts: object, settings_json: str, **results: object) -> None:
-    """A benchmark's options (paths as strings), settings and results as one JSON file."""
-    options = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()}  # type: ignore[call-overload]
-    path.write_text(json.dumps({"options": options, "settings": json.loads(settings_json), **results}, indent=2))
+
+# ---------------------------------------------------------------- command line
+
+
+def register(subparsers: SubParsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "learn",
+        help="prequential accuracy and speed against a dense MLP, and the cost of rewiring",
+        description="One prequential (test-then-train) pass over the Fashion-MNIST training stream per contender, "
+        "each in its own process, then accuracy on the 10k test set: PlasticNet per sample and micro-batched, "
+        "a dense MLP of the same width with the same optimizer (the baseline), and reference MLPs. "
+        "Then one plasticity cycle timed at several network sizes. Prints a table and ratios to the baseline.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--samples", type=positive_int, default=60000, help="training samples per pass (default 60000)")
+    p.add_argument("--epochs", type=positive_int, default=1, help="passes over the training stream (default 1)")
+    p.add_argument("--micro-batch", type=positive_int, default=32, help="micro-batch size of the batched contender (default 32)")
+    p.add_argument(
+        "--rewire-sizes",
+        type=positive_int,
+        nargs="*",
+        default=[400, 2000, 8000],
+        metavar="N",
+        help="network sizes at which one prune+regrow cycle is timed (default 400 2000 8000; none to skip)",
+    )
+    p.add_argument("--only", nargs="+", metavar="NAME", help="run only these contenders (names as in the table)")
+    p.add_argument("--json", type=Path, metavar="FILE", help="also write the results as JSON")
+    p.set_defaults(run=run)
+    return p
+
+
+def run(settings: Settings, args: argparse.Namespace) -> int:
+    """``plasticd bench learn`` with its parsed options."""
+    opts = BenchOptions(
+        samples=args.samples,
+        epochs=args.epochs,
+        micro_batch=args.micro_batch,
+        rewire_sizes=tuple(args.rewire_sizes),
+        contenders=tuple(args.only) if args.only else None,
+        json_out=args.json,
+    )
+    return run_bench(settings, opts)
