@@ -134,3 +134,29 @@ def work_files(root: Path, work: str = "data_work") -> list[Path]:
 def predictions(root: Path) -> list[dict]:
     path = root / "state" / "predictions.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def worker_around(settings, engine, root: Path):
+    """A Worker around an existing ``engine`` under ``settings``, over an empty folder under ``root``.
+
+    For tests that hand the worker messages (``Worker.handle``) rather than files.
+    """
+    from plasticd.samples import Limits
+    from plasticd.service.checkpoints import CheckpointStore
+    from plasticd.service.claims import Claimer, WorkArea
+    from plasticd.service.feeds import FileFeed
+    from plasticd.service.notify import Notifier
+    from plasticd.service.pipeline import Pipeline
+    from plasticd.service.predictions import PredictionWriter
+    from plasticd.service.sources import FolderSource
+    from plasticd.service.worker import Worker
+
+    source = FolderSource(root / "inbox")
+    source.folder.mkdir(parents=True, exist_ok=True)
+    work = WorkArea(root / "work", root / "failed", owner=root / "checkpoints")
+    session = work.open_session(source.folder, root / "processed")
+    feed = FileFeed(source, Claimer(session), settings.model.input_dim, settings.model.num_classes, Limits())
+    predictions = PredictionWriter(root / "predictions.jsonl")
+    pipeline = Pipeline(engine, predictions, root / "failed", settings.train.max_batch)
+    store = CheckpointStore(root / "checkpoints")
+    return Worker(settings, engine, store, feed, pipeline, predictions, Notifier(), work=work, session=session)

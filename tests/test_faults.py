@@ -18,9 +18,9 @@ import pytest
 import torch
 from structlog.testing import capture_logs
 
+from plasticd.errors import CheckpointError
 from plasticd.service import daemon
 from plasticd.service.checkpoints import CheckpointStore
-from plasticd.errors import CheckpointError
 from plasticd.service.sources import FolderSource
 from plasticd.service.worker import Worker
 from tests.conftest import small_settings
@@ -57,9 +57,9 @@ def _worker(root: Path, **sections: dict) -> Worker:
 
 def _feed(worker: Worker) -> None:
     """Claim and process everything in the inbox, as the loop would."""
-    worker._scan()
+    worker.feed.scan()
     while items := worker.feed.take(worker.settings.train.max_batch):
-        worker._process(items)
+        worker.process(items)
 
 
 def _drop(root: Path, names: list[str], seed: int = 0) -> None:
@@ -119,7 +119,7 @@ def test_a_failed_checkpoint_keeps_its_files_until_a_retry_or_restart_covers_the
     inject(monkeypatch, tmp_path)
     with capture_logs() as logs:
         assert worker.checkpoint("test") is None
-        worker._maybe_checkpoint("samples")  # within the back-off: no second try, no second error
+        worker.checkpoints.maybe_checkpoint("samples")  # within the back-off: no second try, no second error
     monkeypatch.undo()
     [failed] = _events(logs, "checkpoint.failed")
     assert failed["log_level"] == "error" and failed["failures"] == 1 and failed["retry_in_s"] == 300.0
@@ -130,7 +130,7 @@ def test_a_failed_checkpoint_keeps_its_files_until_a_retry_or_restart_covers_the
     assert _latest(tmp_path).info.seq == 1, "the previous checkpoint must stay loadable"
     assert not [p for p in (tmp_path / "checkpoints").iterdir() if p.name.startswith(".tmp-")]
     if then == "retry":
-        assert worker.checkpoint("retry") is not None and worker.checkpoint_failures == 0
+        assert worker.checkpoint("retry") is not None and worker.checkpoints.failures == 0
     else:  # the process died after the failure: the next one trains the waiting files again, once
         worker.predictions.close()
         worker = _worker(tmp_path)
@@ -162,7 +162,7 @@ def test_a_failed_move_to_processed_is_logged_and_retried_without_training_twice
     trained = worker.engine.metrics.trained
     if then == "retry":
         assert worker.checkpoint("idle") is None  # nothing new to save: the moves are retried alone
-        assert worker.last_checkpoint == info
+        assert worker.checkpoints.last == info
     else:
         worker.predictions.close()
         worker = _worker(tmp_path)  # recovery moves what the checkpoint covers; nothing is requeued
@@ -178,16 +178,16 @@ def test_moves_wait_in_the_loop_for_the_back_off_then_go(tmp_path: Path, monkeyp
     _fail_link_into(monkeypatch, tmp_path / "processed", ENOSPC)
     worker.checkpoint("test")
     monkeypatch.undo()
-    assert len(worker.unmoved) == 2
+    assert len(worker.checkpoints.unmoved) == 2
     moved_by_the_loop = threading.Event()
 
     def watch() -> None:  # stops the loop once it has moved the files on (or after 30 s)
         deadline = time.monotonic() + 30.0
-        while len(worker.unmoved) and time.monotonic() < deadline:
+        while len(worker.checkpoints.unmoved) and time.monotonic() < deadline:
             time.sleep(0.01)
-        if not len(worker.unmoved):
+        if not len(worker.checkpoints.unmoved):
             moved_by_the_loop.set()
-        worker._stop_requested = True
+        worker.stopping = True
 
     worker.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     watcher = threading.Thread(target=watch)
@@ -221,7 +221,7 @@ def test_persistent_checkpoint_failures_stop_the_loop_with_an_error_and_lose_not
     worker = _worker(tmp_path, checkpoint={"every_samples": 1, "retry_seconds": 0.01, "max_failures": 3})
     worker.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     _fail_fsync(monkeypatch, lambda p: p.startswith(str(tmp_path / "checkpoints")))
-    stop = threading.Timer(30.0, lambda: setattr(worker, "_stop_requested", True))  # guard
+    stop = threading.Timer(30.0, lambda: setattr(worker, "stopping", True))  # guard
     stop.start()
     try:
         with capture_logs() as logs, pytest.raises(CheckpointError, match="3 checkpoints in a row failed") as raised:
@@ -266,12 +266,11 @@ def test_an_unwritable_status_file_is_logged_once_and_not_fatal(tmp_path: Path, 
     monkeypatch.setattr(os, "replace", replace)
     with capture_logs() as logs:
         for _ in range(3):
-            worker._next_heartbeat = 0.0
-            worker._heartbeat()
+            worker.heartbeat.beat()
     monkeypatch.undo()
     [event] = _events(logs, "status.write_failed")
     assert event["folder"] == str(tmp_path / "state") and "No space left" in event["error"]
-    worker._write_status()
+    worker.heartbeat.write_status()
     assert json.loads((tmp_path / "state" / "status.json").read_text())["state"] == "starting"
 
 
@@ -363,7 +362,7 @@ def test_a_second_sigterm_during_a_slow_shutdown_exits_at_once(tmp_path: Path, m
 
     monkeypatch.setattr(os, "_exit", fake_exit)
     monkeypatch.setattr(worker.store, "save", slow_save)
-    monkeypatch.setattr(worker, "_process", lambda items: os.kill(os.getpid(), signal.SIGTERM) or Worker._process(worker, items))
+    worker.on_batch.append(lambda outcome: os.kill(os.getpid(), signal.SIGTERM))  # the first, after the micro-batch
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         with pytest.raises(_Exited):
@@ -380,7 +379,7 @@ def test_the_first_signal_only_asks_to_stop(tmp_path: Path, monkeypatch: pytest.
     worker = _worker(tmp_path)
     monkeypatch.setattr(os, "_exit", lambda code: pytest.fail("exited on the first signal"))
     worker.request_stop(signal.SIGINT)
-    assert worker._stop_requested and worker._stop_signal == signal.SIGINT
+    assert worker.stopping and worker.stop_signal == signal.SIGINT
 
 
 def test_an_ingest_folder_deleted_mid_run_stops_with_its_name_and_keeps_what_was_learned(tmp_path: Path) -> None:
@@ -396,13 +395,8 @@ def test_an_ingest_folder_deleted_mid_run_stops_with_its_name_and_keeps_what_was
     for name in names:
         drop(folder, name, sample_json(rng))
     worker = daemon.build_file_worker(settings, FolderSource(folder, 0.0), tmp_path / "done", mode="burst")
-    process = worker._process
-
-    def process_then_delete(items: list) -> None:
-        process(items)
-        shutil.rmtree(folder, ignore_errors=True)  # an operator cleans up under the running ingest
-
-    worker._process = process_then_delete  # type: ignore[method-assign]
+    # an operator cleans up under the running ingest, after the first micro-batch
+    worker.on_batch.append(lambda outcome: shutil.rmtree(folder, ignore_errors=True))
     with pytest.raises(PlasticdError, match=f"folder {folder} cannot be listed"):
         worker.run()
     done = sorted(p.name for p in files_in(tmp_path / "done"))

@@ -1,7 +1,10 @@
 """Feeds turn sources into work items for the worker: claimed files, or slices of a stream.
 
 An item knows how to load its samples (which may fail: a bad file), its
-stable id (for predictions and checkpoints), and when it arrived.
+stable id (for predictions and checkpoints), and when it arrived. Every feed
+answers the one ``Feed`` protocol, so the worker never asks what kind of feed
+it has: a stream has nothing to scan and no claims to requeue, a file feed
+has no position to resume from.
 """
 
 from __future__ import annotations
@@ -11,12 +14,15 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
-from plasticd.service.claims import Claim, Claimer
 from plasticd.data.fashion_mnist import Split
+from plasticd.data.stream import epoch_order
+from plasticd.log import get_logger
 from plasticd.samples import Limits, SampleBatch, decode_file
+from plasticd.service.claims import Claim, Claimer
 from plasticd.service.sources import FolderSource
 
 
@@ -27,6 +33,39 @@ class Item:
     load: Callable[[], SampleBatch]  # raises SampleError for a bad file
     arrived: float  # wall-clock time the item arrived (a file's mtime), for latency
     claim: Claim | None = None
+
+
+class Feed(Protocol):
+    """What the worker asks of its source of work."""
+
+    def take(self, limit: int) -> list[Item]:
+        """Up to ``limit`` items, in order; an empty list when nothing is ready now."""
+        ...
+
+    @property
+    def backlog(self) -> int:
+        """Items known to be waiting (for the status file and progress events)."""
+        ...
+
+    def scan(self) -> None:
+        """Look for new work (a folder listing: file-system events can be dropped)."""
+        ...
+
+    def drained(self) -> bool:
+        """True when nothing is left: burst mode (ingest, the stream) ends here."""
+        ...
+
+    def requeue(self, claims: list[Claim]) -> None:
+        """Take again claims an earlier run left in the work area untrained; they come first."""
+        ...
+
+    def resume_state(self) -> dict:
+        """What a checkpoint stores (in its meta) to resume this feed where it stopped."""
+        ...
+
+    def resume(self, meta: dict) -> None:
+        """Continue from a loaded checkpoint's meta (the counterpart of ``resume_state``)."""
+        ...
 
 
 class FileFeed:
@@ -52,7 +91,7 @@ class FileFeed:
         )
 
     def take(self, limit: int) -> list[Item]:
-        items = []
+        items: list[Item] = []
         while self.recovered and len(items) < limit:
             items.append(self._item(self.recovered.popleft()))
         while len(items) < limit:
@@ -69,6 +108,22 @@ class FileFeed:
     def backlog(self) -> int:
         return len(self.recovered) + self.source.backlog
 
+    def scan(self) -> None:
+        self.source.scan()
+
+    def drained(self) -> bool:
+        self.scan()
+        return self.backlog == 0
+
+    def requeue(self, claims: list[Claim]) -> None:
+        self.recovered.extend(claims)
+
+    def resume_state(self) -> dict:
+        return {}  # the work area and the checkpoint's covered claims say where a file feed stands
+
+    def resume(self, meta: dict) -> None:
+        pass
+
 
 class StreamFeed:
     """The Fashion-MNIST training stream, in seeded shuffled passes, resumable from a position."""
@@ -81,10 +136,11 @@ class StreamFeed:
         self.position = position  # samples consumed so far, over all passes
         self._order: np.ndarray | None = None
         self._order_epoch = -1
+        self.log = get_logger("worker")
 
     def _order_of(self, epoch: int) -> np.ndarray:
         if epoch != self._order_epoch:
-            self._order = np.random.default_rng(self.seed + epoch).permutation(len(self.split))[: self.per_epoch]
+            self._order = epoch_order(len(self.split), self.seed, epoch, self.per_epoch)
             self._order_epoch = epoch
         assert self._order is not None
         return self._order
@@ -111,3 +167,24 @@ class StreamFeed:
     @property
     def backlog(self) -> int:
         return self.total - self.position
+
+    def scan(self) -> None:
+        pass  # every sample of a stream is known from the start
+
+    def drained(self) -> bool:
+        return self.exhausted
+
+    def requeue(self, claims: list[Claim]) -> None:
+        if claims:  # dropping them silently would lose work: refuse loudly
+            raise ValueError(f"a stream has no claims to requeue ({len(claims)} given)")
+
+    def resume_state(self) -> dict:
+        return {"stream_position": self.position, "stream": self.identity}
+
+    def resume(self, meta: dict) -> None:
+        """Continue at the checkpoint's position, if it was made on this same stream."""
+        stream = meta.get("stream") or {}
+        if stream == self.identity:
+            self.position = int(meta.get("stream_position") or 0)
+        else:
+            self.log.warning("stream.restarted", reason="the checkpoint was made on a different stream", checkpoint=stream)

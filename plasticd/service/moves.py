@@ -16,8 +16,8 @@ import time
 from typing import Literal
 
 from plasticd.fsutil import fsync_dir, move_no_overwrite
-from plasticd.service.claims import Claim, Session, WorkArea
 from plasticd.log import get_logger
+from plasticd.service.claims import Claim, Session, WorkArea
 
 
 class CoveredFiles:

@@ -18,13 +18,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from plasticd.service.claims import quarantine
-from plasticd.learn.engine import Engine, StepResult
 from plasticd.errors import NonFiniteError, SampleError
-from plasticd.service.feeds import Item
+from plasticd.learn.engine import Engine, StepResult
 from plasticd.log import get_logger
-from plasticd.service.predictions import PredictionWriter
 from plasticd.samples import SampleBatch
+from plasticd.service.claims import quarantine
+from plasticd.service.feeds import Item
+from plasticd.service.predictions import PredictionWriter
 
 
 @dataclass
@@ -35,8 +35,27 @@ class Outcome:
     failed: list[Item] = field(default_factory=list)  # quarantined
     samples: int = 0
 
+    @property
+    def files_processed(self) -> int:
+        """Files among ``done`` (a stream's slices are not files)."""
+        return sum(item.claim is not None for item in self.done)
+
 
 class Pipeline:
+    """Turns work items into predictions and training steps; owns nothing but the way there.
+
+    It holds no queue and no state of its own: ``process(items)`` loads each
+    item (a bad file is quarantined with its reason), packs the rest into
+    micro-batches, steps the engine (every sample predicted before the step
+    that trains on it), appends the predictions to the journal and returns an
+    ``Outcome``. Exactly-once is the worker's side of the contract: the
+    pipeline only promises that an item in ``Outcome.done`` was learned whole
+    and its predictions written, an item in ``Outcome.failed`` changed nothing
+    (a file is moved to the failed folder with its reason), and no item is in both. The worker then
+    keeps the claims of ``done`` in the work area until a durable checkpoint
+    covers them.
+    """
+
     def __init__(
         self, engine: Engine, predictions: PredictionWriter, failed_folder: Path, max_batch: int, sample_log_level: str = "info"
     ) -> None:

@@ -1,0 +1,151 @@
+"""Checkpoint bookkeeping: which claims a checkpoint must cover, when to save, what a failure costs.
+
+Claimed files wait in the work area until a durable checkpoint covers them
+(exactly-once training across crashes): trained claims are *pending* until a
+checkpoint lists them, then *unmoved* (``moves.CoveredFiles``) until they are
+moved on; every checkpoint lists both, so a crash between the save and the
+move never trains a file twice. A failed save (disk full, I/O error) is
+logged, not fatal: the next try comes after an exponential back-off, and
+only ``checkpoint.max_failures`` failures in a row stop the daemon.
+"""
+
+from __future__ import annotations
+
+import time
+
+from plasticd.config import Settings
+from plasticd.errors import CheckpointError
+from plasticd.learn.engine import Engine
+from plasticd.log import get_logger
+from plasticd.service.checkpoints import CheckpointInfo, CheckpointStore
+from plasticd.service.claims import Claim, Session, WorkArea
+from plasticd.service.counters import Counters
+from plasticd.service.feeds import Feed
+from plasticd.service.moves import CoveredFiles
+from plasticd.service.predictions import PredictionWriter
+from plasticd.service.scheduler import Activity
+
+MAX_BACKOFF = 60  # a failing checkpoint is retried after at most 60 x checkpoint.retry_seconds
+
+
+class Checkpointing:
+    """The worker's checkpoints: what they cover, their back-off after a failure, the checks at shutdown."""
+
+    def __init__(
+        self, settings: Settings, engine: Engine, store: CheckpointStore, feed: Feed, predictions: PredictionWriter,
+        activity: Activity, counters: Counters, work: WorkArea | None, session: Session | None,
+    ) -> None:  # fmt: skip
+        self.settings = settings
+        self.engine = engine
+        self.store = store
+        self.feed = feed
+        self.predictions = predictions
+        self.activity = activity
+        self.counters = counters
+        self.log = get_logger("worker")
+        self.pending: list[Claim] = []  # trained on, in work/, no checkpoint covers them yet
+        self.unmoved = CoveredFiles(work, session, settings.checkpoint.retry_seconds)  # covered, to move on
+        self.last: CheckpointInfo | None = None
+        self.failures = 0  # consecutive failed checkpoints
+        self.last_failure = ""  # what the last failed checkpoint said
+        self._retry_at = 0.0  # monotonic time before which a failed checkpoint is not retried
+
+    @property
+    def waiting(self) -> int:
+        """Files trained on but not yet moved on (the status file's ``pending_files``)."""
+        return len(self.pending) + len(self.unmoved)
+
+    def trained(self, claims: list[Claim]) -> None:
+        """Claims just trained on: the next checkpoint covers them."""
+        self.pending += claims
+
+    def checkpoint(self, reason: str) -> CheckpointInfo | None:
+        """Save the model with the claims it covers, then move those files on.
+
+        A failure (disk full, I/O error) is logged, not fatal: the files stay in
+        the work area, the next try comes after a back-off (``maybe_checkpoint``),
+        and only ``checkpoint.max_failures`` failures in a row stop the daemon.
+        """
+        if not (self.activity.unsaved_changes or self.pending):
+            if self.unmoved:
+                self.unmoved.move()
+            return None
+        tensors, meta = self.engine.state()
+        meta.update(
+            covered=[claim.key for claim in self.unmoved.claims + self.pending],  # until moved, every claim stays covered
+            counters=self.counters.as_dict(),
+            stream_position=None,
+            stream=None,
+        )
+        meta.update(self.feed.resume_state(), reason=reason)
+        try:
+            info = self._save(tensors, meta)
+        except CheckpointError as exc:
+            self._failed(reason, exc)
+            return None
+        self.failures = 0
+        self.last = info
+        self.activity.unsaved_samples = 0
+        self.activity.unsaved_changes = False
+        self.unmoved.add(self.pending)
+        self.pending = []
+        moved = self.unmoved.move()
+        self.log.info(
+            "checkpoint.saved", path=str(info.json_path), seq=info.seq, reason=reason, samples=self.engine.metrics.seen,
+            files_moved=moved, bytes=info.tensors_bytes,
+        )  # fmt: skip
+        return info
+
+    def maybe_checkpoint(self, reason: str) -> None:
+        """A checkpoint, unless the last one failed and its back-off has not passed (no retry storm)."""
+        if self.failures and time.monotonic() < self._retry_at:
+            return
+        self.checkpoint(reason)
+
+    def tick(self) -> None:
+        """The loop's turn: a checkpoint when enough samples are unsaved, else the moves that are due.
+
+        Raises CheckpointError (exit code 1) once ``checkpoint.max_failures`` checkpoints in a row have failed.
+        """
+        if self.activity.unsaved_samples >= self.settings.checkpoint.every_samples:
+            self.maybe_checkpoint("samples")
+        elif self.unmoved.due():
+            self.unmoved.move()
+        limit = self.settings.checkpoint.max_failures
+        if limit and self.failures >= limit:
+            raise CheckpointError(
+                f"{self.failures} checkpoints in a row failed, the last with: {self.last_failure}; "
+                f"stopping. The {len(self.pending)} files trained on since the last checkpoint stay in {self.settings.paths.work} "
+                f"and are processed again at the next start; fix {self.store.folder} (space, permissions, disk) first"
+            )
+
+    def check_final(self) -> None:
+        """After the final checkpoint: CheckpointError (exit code 1) when it left work unsaved or unmoved."""
+        if self.activity.unsaved_changes or self.pending:  # exit non-zero: what was learned is not saved
+            raise CheckpointError(
+                f"the final checkpoint failed ({self.last_failure}); {len(self.pending)} trained files stay in "
+                f"{self.settings.paths.work} and are processed again at the next start"
+            )
+        if self.unmoved:
+            raise CheckpointError(
+                f"{len(self.unmoved)} files covered by the last checkpoint could not be moved on (see file.move_failed); "
+                f"they stay in {self.settings.paths.work} and are moved at the next start"
+            )
+
+    def _save(self, tensors: dict, meta: dict) -> CheckpointInfo:
+        """The predictions of covered files durable first, then the checkpoint; CheckpointError names what failed."""
+        try:
+            self.predictions.sync()
+        except OSError as exc:
+            raise CheckpointError(f"cannot make the predictions journal {self.predictions.path} durable: {exc}") from exc
+        return self.store.save(tensors, meta)
+
+    def _failed(self, reason: str, exc: CheckpointError) -> None:
+        self.failures += 1
+        self.last_failure = str(exc)
+        delay = self.settings.checkpoint.retry_seconds * min(2 ** (self.failures - 1), MAX_BACKOFF)
+        self._retry_at = time.monotonic() + delay
+        self.log.error(
+            "checkpoint.failed", reason=reason, error=str(exc), folder=str(self.store.folder), failures=self.failures,
+            retry_in_s=delay, pending_files=len(self.pending),
+        )  # fmt: skip
