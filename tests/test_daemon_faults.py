@@ -157,7 +157,7 @@ def _two_checkpoints(root: Path) -> list[Path]:
     """Checkpoints 1 and 2 of an untrained model with the test config's architecture; their JSON paths."""
     settings = load_settings(root / "plasticd.toml", {})
     store = CheckpointStore(root / "checkpoints")
-    engine = Engine(settings)
+    engine = Engine.from_settings(settings)
     for _ in range(2):
         tensors, meta = engine.state()
         store.save(tensors, {**meta, "covered": [], "counters": {}})

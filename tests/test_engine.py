@@ -29,7 +29,7 @@ def _live_logits(engine: Engine, x: torch.Tensor) -> torch.Tensor:
 
 @pytest.mark.parametrize("average_decay", [0.0, 0.998])
 def test_each_sample_is_predicted_before_the_step_that_trains_on_it(average_decay: float) -> None:
-    engine = Engine(small_settings(train={"average_decay": average_decay, "average_every": 1}, model={"input_norm": False}))
+    engine = Engine.from_settings(small_settings(train={"average_decay": average_decay, "average_every": 1}, model={"input_norm": False}))
     x, y = _data(40)
     for i in range(20):  # move away from the initial weights first
         engine.step(x[i : i + 1], y[i : i + 1])
@@ -42,7 +42,7 @@ def test_each_sample_is_predicted_before_the_step_that_trains_on_it(average_deca
 
 
 def test_micro_batch_predictions_come_from_the_weights_before_the_update() -> None:
-    engine = Engine(small_settings(model={"input_norm": False}))
+    engine = Engine.from_settings(small_settings(model={"input_norm": False}))
     x, y = _data(64)
     engine.step(x[:32], y[:32])
     expected = engine.predict_logits(x[32:]).argmax(dim=1).numpy()
@@ -52,7 +52,7 @@ def test_micro_batch_predictions_come_from_the_weights_before_the_update() -> No
 
 
 def test_unlabelled_samples_are_predicted_but_not_trained_on() -> None:
-    engine = Engine(small_settings())
+    engine = Engine.from_settings(small_settings())
     x, y = _data(8)
     before = {k: v.clone() for k, v in engine.theta.items()}
     result = engine.step(x[:4], np.full(4, UNLABELLED))
@@ -70,8 +70,8 @@ def test_a_mixed_batch_trains_only_on_its_labelled_rows() -> None:
     x, y = _data(6)
     mixed = y.copy()
     mixed[[1, 4]] = UNLABELLED
-    a = Engine(small_settings(model={"input_norm": False}))
-    b = Engine(small_settings(model={"input_norm": False}))
+    a = Engine.from_settings(small_settings(model={"input_norm": False}))
+    b = Engine.from_settings(small_settings(model={"input_norm": False}))
     a.step(x, mixed)
     keep = mixed >= 0
     b.step(x[torch.from_numpy(keep)], y[keep])
@@ -81,7 +81,7 @@ def test_a_mixed_batch_trains_only_on_its_labelled_rows() -> None:
 
 
 def test_absent_connections_stay_zero_and_get_no_update() -> None:
-    engine = Engine(small_settings(plasticity={"interval": 7, "min_age": 3, "prune_fraction": 0.2}))
+    engine = Engine.from_settings(small_settings(plasticity={"interval": 7, "min_age": 3, "prune_fraction": 0.2}))
     x, y = _data(300)
     rewired = 0
     for i in range(0, 300, 3):
@@ -96,7 +96,7 @@ def test_absent_connections_stay_zero_and_get_no_update() -> None:
 
 
 def test_active_count_stays_within_bounds_and_constant_by_default() -> None:
-    engine = Engine(small_settings(plasticity={"interval": 5, "prune_fraction": 0.3}))
+    engine = Engine.from_settings(small_settings(plasticity={"interval": 5, "prune_fraction": 0.3}))
     lo, hi = engine.plasticity.bounds(engine.cfg.neurons)
     start = engine.active_connections
     x, y = _data(200)
@@ -109,7 +109,7 @@ def test_active_count_stays_within_bounds_and_constant_by_default() -> None:
 
 def test_a_cycle_restores_the_count_into_the_configured_bounds() -> None:
     # sparsity 0.9 starts with ~10% of connections, below the 30% that max_sparsity=0.7 demands
-    engine = Engine(small_settings(model={"sparsity": 0.9}, plasticity={"min_sparsity": 0.3, "max_sparsity": 0.7}))
+    engine = Engine.from_settings(small_settings(model={"sparsity": 0.9}, plasticity={"min_sparsity": 0.3, "max_sparsity": 0.7}))
     x, y = _data(20)
     engine.step(x, y)
     lo, hi = engine.plasticity.bounds(engine.cfg.neurons)
@@ -120,7 +120,7 @@ def test_a_cycle_restores_the_count_into_the_configured_bounds() -> None:
 
 def test_regrowth_leaves_the_output_unchanged() -> None:
     """Adding connections at the moment of rewiring changes nothing the network computes."""
-    engine = Engine(small_settings())
+    engine = Engine.from_settings(small_settings())
     x, y = _data(64)
     for i in range(0, 64, 4):
         engine.step(x[i : i + 4], y[i : i + 4])
@@ -128,14 +128,14 @@ def test_regrowth_leaves_the_output_unchanged() -> None:
     before_live, before_pred = _live_logits(engine, probe), engine.predict_logits(probe)
     absent = torch.nonzero(~engine.mask.view(-1)).squeeze(1)
     grow = absent[torch.randperm(absent.numel())[: absent.numel() // 2]]
-    engine._apply_rewire(RewirePlan(prune=grow[:0], grow=grow, active_before=0, eligible=0))
+    engine.apply_rewire(RewirePlan(prune=grow[:0], grow=grow, active_before=0, eligible=0))
     assert bool(engine.mask.view(-1)[grow].all())
     assert torch.equal(_live_logits(engine, probe), before_live)
     assert torch.equal(engine.predict_logits(probe), before_pred)
 
 
 def test_a_full_cycle_changes_the_output_only_through_what_it_pruned() -> None:
-    engine = Engine(small_settings())
+    engine = Engine.from_settings(small_settings())
     x, y = _data(64)
     for i in range(0, 64, 4):
         engine.step(x[i : i + 4], y[i : i + 4])
@@ -153,7 +153,7 @@ def test_a_full_cycle_changes_the_output_only_through_what_it_pruned() -> None:
 
 
 def test_rewiring_zeroes_optimizer_moments_of_changed_connections() -> None:
-    engine = Engine(small_settings(train={"optimizer": "adam"}))
+    engine = Engine.from_settings(small_settings(train={"optimizer": "adam"}))
     x, y = _data(64)
     for i in range(0, 64, 4):
         engine.step(x[i : i + 4], y[i : i + 4])
@@ -168,7 +168,7 @@ def test_rewiring_zeroes_optimizer_moments_of_changed_connections() -> None:
 
 
 def test_young_connections_are_not_pruned() -> None:
-    engine = Engine(small_settings(plasticity={"min_age": 1000}))
+    engine = Engine.from_settings(small_settings(plasticity={"min_age": 1000}))
     x, y = _data(10)
     engine.step(x, y)
     report = engine.rewire()
@@ -176,7 +176,7 @@ def test_young_connections_are_not_pruned() -> None:
 
 
 def test_rewire_without_labelled_samples_is_skipped_with_a_reason() -> None:
-    engine = Engine(small_settings())
+    engine = Engine.from_settings(small_settings())
     report = engine.rewire()
     assert report.skipped == "no labelled samples yet" and report.pruned == 0
 
@@ -186,7 +186,7 @@ def test_same_seed_same_result(optimizer: str) -> None:
     x, y = _data(120)
 
     def run() -> tuple[np.ndarray, dict]:
-        engine = Engine(small_settings(train={"optimizer": optimizer}, plasticity={"interval": 10}))
+        engine = Engine.from_settings(small_settings(train={"optimizer": optimizer}, plasticity={"interval": 10}))
         preds = np.concatenate([engine.step(x[i : i + 4], y[i : i + 4]).predicted for i in range(0, 120, 4)])
         return preds, engine.theta
 
@@ -197,13 +197,13 @@ def test_same_seed_same_result(optimizer: str) -> None:
 
 
 def test_different_seeds_give_different_networks() -> None:
-    a = Engine(small_settings(runtime={"seed": 1}))
-    b = Engine(small_settings(runtime={"seed": 2}))
+    a = Engine.from_settings(small_settings(runtime={"seed": 1}))
+    b = Engine.from_settings(small_settings(runtime={"seed": 2}))
     assert not torch.equal(a.theta["w_in"], b.theta["w_in"])
 
 
 def test_step_does_not_mutate_its_inputs() -> None:
-    engine = Engine(small_settings())
+    engine = Engine.from_settings(small_settings())
     x, y = _data(8)
     x0, y0 = x.clone(), y.copy()
     engine.step(x, y)
@@ -211,7 +211,7 @@ def test_step_does_not_mutate_its_inputs() -> None:
 
 
 def test_the_network_learns_the_toy_problem() -> None:
-    engine = Engine(small_settings())
+    engine = Engine.from_settings(small_settings())
     x, y = _data(3000)
     for i in range(3000):
         engine.step(x[i : i + 1], y[i : i + 1])

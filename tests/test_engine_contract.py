@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from plasticd.learn.engine import UNLABELLED, Engine
 from plasticd.errors import NonFiniteError
+from plasticd.learn.engine import UNLABELLED, Engine
 from tests.conftest import small_settings
 from tests.test_engine import _data
 
@@ -58,11 +58,11 @@ def _check_resume(settings) -> None:
     x, y = _data(160, seed=3)
     y = y.copy()
     y[::7] = UNLABELLED
-    original = Engine(settings)
+    original = Engine.from_settings(settings)
     _run(original, x[:80], y[:80])
     assert original.rewires >= 2 and original.steps > 0
     tensors, meta = original.state()
-    resumed = Engine(settings)
+    resumed = Engine.from_settings(settings)
     resumed.load_state(tensors, meta)
     _assert_same_state(original, resumed)
     torch.testing.assert_close(resumed.predict_logits(x[80:]), original.predict_logits(x[80:]), rtol=0, atol=0)
@@ -82,13 +82,13 @@ def test_a_checkpoint_round_trip_through_the_store_is_bit_identical(tmp_path) ->
 
     settings = _settings({"optimizer": "adam", "average_decay": 0.99, "average_every": 1})
     x, y = _data(96, seed=4)
-    original = Engine(settings)
+    original = Engine.from_settings(settings)
     _run(original, x[:48], y[:48])
     store = CheckpointStore(tmp_path)
     store.save(*original.state())
     loaded = store.load_latest()
     assert loaded is not None
-    resumed = Engine(settings)
+    resumed = Engine.from_settings(settings)
     resumed.load_state(loaded.tensors, loaded.meta)
     np.testing.assert_array_equal(np.concatenate(_run(original, x[48:], y[48:])), np.concatenate(_run(resumed, x[48:], y[48:])))
     _assert_same_state(original, resumed)
@@ -97,7 +97,7 @@ def test_a_checkpoint_round_trip_through_the_store_is_bit_identical(tmp_path) ->
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_a_non_finite_update_raises_and_changes_nothing(optimizer: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The gradient of a finite batch overflows: the step is refused and every piece of state is as before."""
-    engine = Engine(_settings({"optimizer": optimizer, "average_decay": 0.99, "average_every": 1}))
+    engine = Engine.from_settings(_settings({"optimizer": optimizer, "average_decay": 0.99, "average_every": 1}))
     x, y = _data(40, seed=5)
     _run(engine, x[:32], y[:32])
     before_tensors, before_meta = engine.state()
@@ -119,7 +119,7 @@ def test_a_non_finite_update_raises_and_changes_nothing(optimizer: str, monkeypa
 
 def test_non_finite_outputs_raise_and_leave_the_input_scaler_as_it_was() -> None:
     """Finite inputs whose square overflows float32 poison the running variance: refused, nothing kept."""
-    engine = Engine(_settings({"optimizer": "sgd", "average_decay": 0.0}))
+    engine = Engine.from_settings(_settings({"optimizer": "sgd", "average_decay": 0.0}))
     x, y = _data(40, seed=6)
     _run(engine, x[:32], y[:32])
     before = {k: v.clone() for k, v in engine.state()[0].items()}

@@ -6,12 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from plasticd.service.checkpoints import CheckpointStore
 from plasticd.learn.engine import Engine
-from plasticd.learn.growth_policy import buffer_pass, grow_by_division, grow_by_gradmax
 from plasticd.model import growth
-from plasticd.model.plastic_net import NetConfig, forward, init_params
 from plasticd.model.optim import state_tensors
+from plasticd.model.plastic_net import NetConfig, forward, init_params
+from plasticd.service.checkpoints import CheckpointStore
 from tests.conftest import small_settings
 
 ACTIVATIONS = ["relu", "tanh"]
@@ -42,7 +41,7 @@ def _data(n: int, dim: int = 12, classes: int = 4, seed: int = 0) -> tuple[torch
 
 def _trained_engine(activation: str = "relu", optimizer: str = "adam", samples: int = 256, **sections: dict) -> Engine:
     sections.setdefault("train", {"optimizer": optimizer})
-    engine = Engine(small_settings(model={"activation": activation}, **sections))
+    engine = Engine.from_settings(small_settings(model={"activation": activation}, **sections))
     x, y = _data(samples)
     for i in range(0, samples, 8):
         engine.step(x[i : i + 8], y[i : i + 8])
@@ -141,8 +140,8 @@ def test_engine_growth_preserves_predictions_and_training_copy(activation: str) 
     engine = _trained_engine(activation)
     x, _ = _data(100, seed=5)
     before = _all_logits(engine, x)
-    assert grow_by_division(engine, buffer_pass(engine), 6) == 6
-    assert grow_by_gradmax(engine, buffer_pass(engine), 5) == 5
+    assert engine.grow_neurons(6, divide=6) == (6, 0)
+    assert engine.grow_neurons(5) == (0, 5)
     assert engine.cfg.neurons == 35
     assert torch.allclose(_all_logits(engine, x), before, atol=1e-5)
 
@@ -150,7 +149,7 @@ def test_engine_growth_preserves_predictions_and_training_copy(activation: str) 
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 def test_gradmax_neurons_learn_at_the_next_step(activation: str) -> None:
     engine = _trained_engine(activation)
-    grow_by_gradmax(engine, buffer_pass(engine), 4)
+    engine.grow_neurons(4)
     new = slice(24, 28)
     w_in, w_out = engine.live["w_in"][new].clone(), engine.live["w_out"][:, new].clone()
     x, y = _data(16, seed=7)
@@ -170,11 +169,11 @@ def test_optimizer_state_follows_growth_and_retirement(optimizer: str) -> None:
         assert state_tensors(engine.optimizer, engine.live["w"]), "momentum buffers exist before the resize"
     if optimizer == "adam":
         parent_moment = state_tensors(engine.optimizer, engine.live["w_in"])[0][3].clone()
-    engine._resize(*growth.divide(engine.theta, engine.mask, torch.tensor([3])))
-    grow_by_gradmax(engine, buffer_pass(engine), 3)
+    engine.resize(*growth.divide(engine.theta, engine.mask, torch.tensor([3])))
+    engine.grow_neurons(3)
     keep = torch.ones(engine.cfg.neurons, dtype=torch.bool)
     keep[[0, 10]] = False
-    engine._resize(*growth.retire(engine.theta, engine.mask, keep))
+    engine.resize(*growth.retire(engine.theta, engine.mask, keep))
     assert engine.cfg.neurons == 24 + 1 + 3 - 2
     for name, p in engine.live.items():
         assert p.grad is engine.grads[name] and p.grad.shape == p.shape
@@ -195,7 +194,7 @@ def test_retired_neurons_leave_no_dangling_connections_or_ids() -> None:
     ids_before = engine.neuron_ids.clone()
     keep = torch.ones(24, dtype=torch.bool)
     keep[[3, 4, 20]] = False
-    engine._resize(*growth.retire(engine.theta, engine.mask, keep))
+    engine.resize(*growth.retire(engine.theta, engine.mask, keep))
     n = engine.cfg.neurons
     assert n == 21 and engine.mask.shape == (n, n) and engine.mask_f.shape == (n, n)
     assert engine.live["w"].shape == (n, n) and engine.live["w_in"].shape[0] == n and engine.live["w_out"].shape[1] == n
@@ -210,7 +209,7 @@ def test_retired_neurons_leave_no_dangling_connections_or_ids() -> None:
 
 def test_division_children_get_fresh_ids_and_a_birth_time() -> None:
     engine = _trained_engine()
-    grow_by_division(engine, buffer_pass(engine), 3)
+    engine.grow_neurons(3, divide=3)
     ids = engine.neuron_ids.tolist()
     assert ids[:24] == list(range(24)) and ids[24:] == [24, 25, 26] and engine.next_neuron_id == 27
     assert engine.neuron_born[24:].tolist() == [engine.metrics.trained] * 3 and engine.neuron_born[:24].eq(0).all()
@@ -219,13 +218,13 @@ def test_division_children_get_fresh_ids_and_a_birth_time() -> None:
 def test_checkpoint_round_trip_across_a_size_change(tmp_path) -> None:
     settings = small_settings(train={"optimizer": "adam"})
     engine = _trained_engine()
-    grow_by_division(engine, buffer_pass(engine), 4)
-    grow_by_gradmax(engine, buffer_pass(engine), 3)
-    engine._resize(*growth.retire(engine.theta, engine.mask, torch.arange(engine.cfg.neurons) != 5))
+    engine.grow_neurons(4, divide=4)
+    engine.grow_neurons(3)
+    engine.resize(*growth.retire(engine.theta, engine.mask, torch.arange(engine.cfg.neurons) != 5))
     store = CheckpointStore(tmp_path)
     store.save(*engine.state())
     loaded = store.load_latest()
-    resumed = Engine(settings)  # the settings still say 24 neurons: the checkpoint's size wins
+    resumed = Engine.from_settings(settings)  # the settings still say 24 neurons: the checkpoint's size wins
     resumed.load_state(loaded.tensors, loaded.meta)
     assert resumed.cfg.neurons == engine.cfg.neurons == 30
     assert torch.equal(resumed.neuron_ids, engine.neuron_ids) and resumed.next_neuron_id == engine.next_neuron_id

@@ -7,7 +7,6 @@ from __future__ import annotations
 import torch
 
 from plasticd.learn.engine import Engine
-from plasticd.learn.growth_policy import buffer_pass, grow_by_division, grow_by_gradmax
 from plasticd.model import growth
 from plasticd.model.plastic_net import NEURON_AXES
 from tests.conftest import small_settings
@@ -31,16 +30,16 @@ def _touches(name: str, new: torch.Tensor, shape: torch.Size) -> torch.Tensor:
 
 
 def test_a_merge_after_growth_and_retirement_aligns_by_id_and_spares_new_neurons() -> None:
-    engine = Engine(small_settings(train={"optimizer": "adam"}, merge={"enabled": True}))
+    engine = Engine.from_settings(small_settings(train={"optimizer": "adam"}, merge={"enabled": True}))
     _train(engine, 20, seed=0)
     assert engine.merge("task").skipped is None  # the base θ₀ (24 neurons)
     _train(engine, 20, seed=1)
     assert engine.merge("task").skipped is None  # one task vector folded
-    grow_by_division(engine, buffer_pass(engine), 3)
-    grow_by_gradmax(engine, buffer_pass(engine), 2)
+    engine.grow_neurons(3, divide=3)
+    engine.grow_neurons(2)
     keep = torch.ones(engine.cfg.neurons, dtype=torch.bool)
     keep[[1, 7]] = False  # two neurons with history go
-    engine._resize(*growth.retire(engine.theta, engine.mask, keep))
+    engine.resize(*growth.retire(engine.theta, engine.mask, keep))
     _train(engine, 20, seed=2)
     ids = engine.neuron_ids.clone()
     new = ids >= 24  # (N,) neurons born after the base was taken

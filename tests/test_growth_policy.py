@@ -7,6 +7,7 @@ import pytest
 import torch
 from structlog.testing import capture_logs
 
+from plasticd.config import Settings
 from plasticd.learn.engine import Engine
 from plasticd.learn.growth_policy import PlateauDetector, budget_allows, step_cost
 from plasticd.learn.reports import GrowthReport, log_growth
@@ -43,13 +44,13 @@ def test_plateau_gain_must_beat_the_noise() -> None:
 
 def test_budget_caps_neurons_connections_and_cost() -> None:
     s = small_settings(growth={"max_neurons": 30})
-    assert budget_allows(s, 24, 300, 12) == (6, "max_neurons")
-    assert budget_allows(s, 30, 300, 12) == (0, "max_neurons")
+    assert budget_allows(s.growth, s.model, 24, 300, 12) == (6, "max_neurons")
+    assert budget_allows(s.growth, s.model, 30, 300, 12) == (0, "max_neurons")
     s = small_settings(growth={"max_active_connections": 400})
-    allowed, limit = budget_allows(s, 24, 288, 12)
+    allowed, limit = budget_allows(s.growth, s.model, 24, 288, 12)
     assert limit == "max_active_connections" and ((24 + allowed) / 24) ** 2 * 288 <= 400
     s = small_settings(growth={"max_cost_ratio": 2.0})
-    allowed, limit = budget_allows(s, 24, 288, 1000)
+    allowed, limit = budget_allows(s.growth, s.model, 24, 288, 1000)
     m = s.model
 
     def cost(n: int) -> int:
@@ -58,13 +59,16 @@ def test_budget_caps_neurons_connections_and_cost() -> None:
     assert limit == "max_cost_ratio" and cost(24 + allowed) <= 2.0 * cost(24) < cost(25 + allowed)
 
 
-def _noise_engine(**growth: object) -> Engine:
+def _noise_settings(**growth: object) -> Settings:
     """Random labels: accuracy never improves, so every check after two horizons sees a plateau."""
-    settings = small_settings(
+    return small_settings(
         growth={"enabled": True, "interval": 100, "horizon": 200, "retire": False, "patience": 100, **growth},
         train={"average_decay": 0.0},
     )
-    return Engine(settings)
+
+
+def _noise_engine(**growth: object) -> Engine:
+    return Engine.from_settings(_noise_settings(**growth))
 
 
 def _stream(engine: Engine, samples: int, seed: int = 0) -> None:
@@ -79,12 +83,13 @@ def _stream(engine: Engine, samples: int, seed: int = 0) -> None:
     "budget", [{"max_neurons": 40}, {"max_active_connections": 700}, {"max_cost_ratio": 1.5}], ids=lambda b: next(iter(b))
 )
 def test_policy_never_grows_beyond_the_budget(budget: dict) -> None:
-    engine = _noise_engine(grow_fraction=0.5, **budget)
+    settings = _noise_settings(grow_fraction=0.5, **budget)
+    engine = Engine.from_settings(settings)
     sizes = []
     for _ in range(8):
         _stream(engine, 400, seed=len(sizes))
         sizes.append(engine.cfg.neurons)
-        m = engine.settings.model
+        m = settings.model
         assert engine.cfg.neurons <= budget.get("max_neurons", 10**9)
         if "max_cost_ratio" in budget:
             cost = step_cost(engine.cfg.neurons, m.input_dim, m.num_classes, m.iterations)
@@ -108,14 +113,14 @@ def test_growth_stops_when_it_stops_paying() -> None:
 
 
 def test_growth_disabled_never_changes_the_size() -> None:
-    engine = Engine(small_settings(growth={"enabled": False, "interval": 100, "horizon": 200}))
+    engine = Engine.from_settings(small_settings(growth={"enabled": False, "interval": 100, "horizon": 200}))
     _stream(engine, 1000)
     assert engine.cfg.neurons == 24 and not growth_reports(engine)
     assert engine.grow("manual").decision == "skipped"
 
 
 def test_check_retires_dead_neurons_and_keeps_predictions() -> None:
-    engine = Engine(small_settings(growth={"enabled": True, "interval": 0, "retire_min_age": 0, "min_neurons": 4}))
+    engine = Engine.from_settings(small_settings(growth={"enabled": True, "interval": 0, "retire_min_age": 0, "min_neurons": 4}))
     _stream(engine, 200)
     engine.theta["w_in"][:, [2, 9]] = 0.0
     engine.theta["b_in"][:, [2, 9]] = -1.0
@@ -144,27 +149,29 @@ def test_worker_handles_a_grow_message(tmp_path) -> None:
     from plasticd.service.scheduler import Activity
     from plasticd.service.worker import Worker
 
-    engine = _noise_engine()
+    settings = _noise_settings()
+    engine = Engine.from_settings(settings)
     _stream(engine, 390)
     x, y = torch.randn(10, 12, generator=torch.Generator().manual_seed(6)), np.zeros(10, dtype=np.int64)
     engine.step(x, y, plasticity=False)  # two horizons seen, but no check ran inside step()
     engine.take_reports()
     worker = Worker.__new__(Worker)  # only what _handle needs: settings, engine, activity, log, state
-    worker.settings, worker.engine, worker.activity = engine.settings, engine, Activity()
+    worker.settings, worker.engine, worker.activity = settings, engine, Activity()
     worker.__post_init__()
     with capture_logs() as logs:
         worker._handle(Grow("idle"))
     growth_logs = [e for e in logs if e["event"].startswith("growth.")]
     assert [e["event"] for e in growth_logs] == ["growth.decided", "growth.applied"]
-    assert growth_logs[0]["trigger"] == "idle" and growth_logs[1]["neurons_after"] > 24 == engine.settings.model.neurons
+    assert growth_logs[0]["trigger"] == "idle" and growth_logs[1]["neurons_after"] > 24 == settings.model.neurons
     assert worker.activity.unsaved_changes, "a size change asks for a checkpoint"
 
 
 def test_growth_state_survives_a_checkpoint() -> None:
-    engine = _noise_engine(patience=1)
+    settings = _noise_settings(patience=1)
+    engine = Engine.from_settings(settings)
     _stream(engine, 2000)
     assert engine.growth.saturated
-    resumed = Engine(engine.settings)
+    resumed = Engine.from_settings(settings)
     resumed.load_state(*engine.state())
     assert resumed.growth.saturated and resumed.growth.detector.chunks == engine.growth.detector.chunks
     assert np.array_equal(resumed.neuron_born.numpy(), engine.neuron_born.numpy())
@@ -220,7 +227,8 @@ def test_daemon_grows_checkpoints_and_resumes_at_the_grown_size(tmp_path, fashio
 def test_a_growth_pays_only_beyond_the_pre_growth_trend_and_is_judged_once() -> None:
     from plasticd.learn.growth_policy import GrowthPolicy, Plateau
 
-    policy = GrowthPolicy(small_settings(growth={"enabled": True, "patience": 2, "max_neurons": 1000}))
+    s = small_settings(growth={"enabled": True, "patience": 2, "max_neurons": 1000})
+    policy = GrowthPolicy(s.growth, s.model)
     flat = Plateau(plateau=True, recent=0.80, previous=0.79, noise=0.01)
     assert policy.decide_growth(flat, 24, 300)[0] == 12  # first plateau: grow by half
     policy.grown_at_accuracy, policy.grown_at_trend = 0.80, 0.01  # what growth_check records
@@ -230,7 +238,7 @@ def test_a_growth_pays_only_beyond_the_pre_growth_trend_and_is_judged_once() -> 
     # +5 points, trend +1: it paid, the count starts over
     assert policy.decide_growth(Plateau(True, 0.875, 0.87, 0.01), 54, 900)[0] > 0 and policy.failures == 0
     policy.grown_at_accuracy, policy.grown_at_trend = 0.875, 0.0
-    policy.settings = small_settings(growth={"enabled": True, "patience": 2, "max_neurons": 81})
+    policy.settings = small_settings(growth={"enabled": True, "patience": 2, "max_neurons": 81}).growth
     for _ in range(3):  # the budget is spent: repeated checks do not count the same growth again
         wanted, reason = policy.decide_growth(Plateau(True, 0.876, 0.875, 0.01), 81, 1300)
         assert wanted == 0 and "budget" in reason and policy.failures == 1

@@ -10,11 +10,11 @@ import torch
 from structlog.testing import capture_logs
 
 from plasticd.learn.consolidate import DriftDetector, merge_due
-from plasticd.learn.reports import log_merge
 from plasticd.learn.engine import Engine
+from plasticd.learn.reports import log_merge
 from plasticd.log import get_logger
-from plasticd.service.messages import Merge, Rewire
 from plasticd.model.merge import MagMaxFold, id_positions
+from plasticd.service.messages import Merge, Rewire
 from plasticd.service.scheduler import Activity, MaintenanceScheduler
 from tests.conftest import small_settings
 
@@ -124,7 +124,7 @@ def test_a_non_finite_task_vector_is_refused_and_changes_nothing() -> None:
 
 
 def test_engine_refuses_a_merge_that_would_overflow_and_leaves_the_net_unchanged() -> None:
-    engine = Engine(small_settings(merge={"enabled": True}), device="cpu")
+    engine = Engine.from_settings(small_settings(merge={"enabled": True}), device="cpu")
     x, y = torch.randn(8, 12), np.arange(8) % 4
     engine.step(x, y)
     engine.merge("task")  # base
@@ -142,7 +142,7 @@ def test_engine_refuses_a_merge_that_would_overflow_and_leaves_the_net_unchanged
 
 
 def test_engine_merge_writes_every_copy_and_resets_first_moments_only() -> None:
-    engine = Engine(small_settings(train={"optimizer": "adam"}, merge={"enabled": True}), device="cpu")
+    engine = Engine.from_settings(small_settings(train={"optimizer": "adam"}, merge={"enabled": True}), device="cpu")
     x, y = torch.randn(16, 12), np.arange(16) % 4
     engine.step(x, y)
     engine.merge("task")
@@ -160,7 +160,7 @@ def test_engine_merge_writes_every_copy_and_resets_first_moments_only() -> None:
 
 
 def test_merge_waits_for_min_samples_since_the_last_boundary() -> None:
-    engine = Engine(small_settings(merge={"enabled": True}), device="cpu")
+    engine = Engine.from_settings(small_settings(merge={"enabled": True}), device="cpu")
     engine.step(torch.randn(4, 12), np.arange(4))
     report = engine.merge("idle", min_samples=10)
     assert report.skipped and "fewer than 10" in report.skipped and not engine.consolidator.fold.has_base
@@ -168,25 +168,25 @@ def test_merge_waits_for_min_samples_since_the_last_boundary() -> None:
 
 def test_merge_state_survives_a_checkpoint_and_old_checkpoints_load() -> None:
     settings = small_settings(merge={"enabled": True})
-    engine = Engine(settings, device="cpu")
+    engine = Engine.from_settings(settings, device="cpu")
     x, y = torch.randn(8, 12), np.arange(8) % 4
     for _ in range(2):
         engine.step(x, y)
         engine.merge("task")
     tensors, meta = engine.state()
-    restored = Engine(settings, device="cpu")
+    restored = Engine.from_settings(settings, device="cpu")
     restored.load_state(tensors, meta)
     fa, fb = engine.consolidator.fold, restored.consolidator.fold
     assert fb.tasks == fa.tasks == 1 and all(torch.equal(fa.tau[k], fb.tau[k]) for k in fa.tau)
     assert restored.consolidator.trained_at_boundary == engine.consolidator.trained_at_boundary
-    old = Engine(settings, device="cpu")
+    old = Engine.from_settings(settings, device="cpu")
     old.load_state({k: v for k, v in tensors.items() if not k.startswith("merge.")}, meta)
     assert not old.consolidator.fold.has_base and old.consolidator.merges == 0
 
 
 def test_idle_job_posts_a_merge_message_and_touches_no_tensors() -> None:
     settings = small_settings(merge={"enabled": True}, daemon={"idle_seconds": 0.1})
-    engine = Engine(settings, device="cpu")
+    engine = Engine.from_settings(settings, device="cpu")
     before = {k: v.clone() for k, v in engine.theta.items()}
     posted: list = []
     activity = Activity(last_sample=time.monotonic() - 10.0)
@@ -203,7 +203,7 @@ def test_idle_job_posts_a_merge_message_and_touches_no_tensors() -> None:
 
 def test_merge_due_on_drift_and_on_sample_count() -> None:
     settings = small_settings(merge={"enabled": True, "every_samples": 100, "on_drift": True}).merge
-    engine = Engine(small_settings(), device="cpu")
+    engine = Engine.from_settings(small_settings(), device="cpu")
     c = engine.consolidator
     assert merge_due(settings, c, 99) is None and merge_due(settings, c, 100) == "samples"
     c.drift_pending = True

@@ -17,7 +17,7 @@ from tests.conftest import make_settings
 def test_three_thousand_samples_learn_fashion_mnist(fashion_mnist_dir: Path) -> None:
     train = load_split(fashion_mnist_dir, "train")
     test = load_split(fashion_mnist_dir, "test")
-    engine = Engine(make_settings(runtime={"device": "cpu"}, paths={"dataset": str(fashion_mnist_dir)}))
+    engine = Engine.from_settings(make_settings(runtime={"device": "cpu"}, paths={"dataset": str(fashion_mnist_dir)}))
     for batch in stream_batches(train, 1, seed=0, limit=3000):
         engine.step(batch.x, batch.y)
     snap = engine.snapshot()

@@ -61,8 +61,8 @@ def test_checkpoint_round_trip_restores_contents_and_draws() -> None:
 
 def test_replay_changes_training_but_never_predictions_or_counts() -> None:
     x, y = torch.randn(64, 12), np.arange(64) % 4
-    plain = Engine(small_settings(), device="cpu")
-    replay = Engine(small_settings(replay={"size": 20, "ratio": 2.0}), device="cpu")
+    plain = Engine.from_settings(small_settings(), device="cpu")
+    replay = Engine.from_settings(small_settings(replay={"size": 20, "ratio": 2.0}), device="cpu")
     for a in range(0, 64, 8):
         rp, rr = plain.step(x[a : a + 8], y[a : a + 8]), replay.step(x[a : a + 8], y[a : a + 8])
         if a == 0:  # nothing to replay before the first step: identical
@@ -71,12 +71,12 @@ def test_replay_changes_training_but_never_predictions_or_counts() -> None:
     assert replay.metrics.trained == plain.metrics.trained == 64 and len(replay.replay) == 20
     assert not torch.equal(plain.theta["w_out"], replay.theta["w_out"])  # replayed rows were trained on
     tensors, meta = replay.state()
-    restored = Engine(small_settings(replay={"size": 20, "ratio": 2.0}), device="cpu")
+    restored = Engine.from_settings(small_settings(replay={"size": 20, "ratio": 2.0}), device="cpu")
     restored.load_state(tensors, meta)
     assert torch.equal(restored.replay.x, replay.replay.x)
     assert np.array_equal(restored.step(x[:8], y[:8]).predicted, replay.step(x[:8], y[:8]).predicted)
 
 
 def test_replay_is_off_by_default() -> None:
-    engine = Engine(small_settings(), device="cpu")
+    engine = Engine.from_settings(small_settings(), device="cpu")
     assert engine.replay is None and not any(k.startswith("replay.") for k in engine.state()[0])

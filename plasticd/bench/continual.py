@@ -133,7 +133,7 @@ def run_one(settings: Settings, stream: str, variant: str, seed: int, opts: Cont
     t0 = time.perf_counter()
     s = variant_settings(settings, variant, opts, seed)
     tasks = build_tasks(stream, load_split(s.paths.dataset, "train"), load_split(s.paths.dataset, "test"), opts, seed)
-    engine = Engine(s, device="cpu")
+    engine = Engine.from_settings(s, device="cpu")
     tests = [(torch.from_numpy(t.test_x), torch.from_numpy(t.test_y)) for t in tasks]
     matrix, alarms = np.zeros((TASKS, TASKS)), 0
     for i, task in enumerate(tasks):

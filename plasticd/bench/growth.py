@@ -98,7 +98,7 @@ def _run(name: str, settings_json: str, seed: int, neurons: int, opts: GrowthBen
         torch.set_num_threads(settings.runtime.threads)
     train = load_split(settings.paths.dataset, "train")
     test = load_split(settings.paths.dataset, "test")
-    engine = Engine(settings)
+    engine = Engine.from_settings(settings)
     total = min(opts.samples, len(train)) * opts.epochs
     every = max(1, total // opts.trace_points)
     trace, growths, next_mark = [(0, engine.cfg.neurons, param_count(engine))], [], every

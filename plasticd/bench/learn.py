@@ -101,7 +101,7 @@ def _run_contender(name: str, settings_json: str, opts: BenchOptions) -> Contend
     metrics = PrequentialMetrics(settings.train.window)
     extra: dict = {}
     if name.startswith("plastic"):
-        engine = Engine(settings)
+        engine = Engine.from_settings(settings)
         extra["device"] = str(engine.device)
         start = time.perf_counter()
         for b in stream_batches(train, batch, settings.runtime.seed, opts.epochs, opts.samples):
@@ -150,7 +150,7 @@ def _time_rewire(settings_json: str, sizes: tuple[int, ...], repeats: int = 3) -
     out = []
     for n in sizes:
         settings = base.model_copy(update={"model": base.model.model_copy(update={"neurons": n})})
-        engine = Engine(settings)
+        engine = Engine.from_settings(settings)
         k = settings.plasticity.buffer_size
         engine.buffer.add(torch.from_numpy(train.x[:k]).to(engine.device), train.y[:k])
         runs = []

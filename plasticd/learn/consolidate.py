@@ -1,10 +1,11 @@
-"""Consolidation: when to mark a task boundary, and how a MagMax merge lands on the engine.
+"""Consolidation: when to mark a task boundary, and the MagMax merge the engine writes at one.
 
 A *task* is the stretch of the stream between two boundaries. Boundaries
 come from the daemon (an idle period, every ``merge.every_samples`` labelled
 samples, or a drift alarm) or from a benchmark that knows where its tasks end.
 At a boundary ``Consolidator.merge`` folds the task vector of the predicting
-copy into τ* (``model/merge.py``) and writes θ₀ + λ·τ* into the network.
+copy into τ* (``model/merge.py``) and returns θ₀ + λ·τ*; ``Engine.merge``
+writes it into the network (this module never changes the engine).
 
 Which copy. Predictions come from the weight average (the last copy), so the
 task vector is taken from it: it is what the daemon currently *knows*, with the
@@ -30,25 +31,23 @@ warms up again over ``drift_min_samples`` samples, which only delays an alarm.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from plasticd.config import MergeSettings
 from plasticd.learn.reports import MergeReport
 from plasticd.model.merge import MagMaxFold
-from plasticd.model.optim import FIRST_MOMENTS, Optimizer, state_tensors
-
-if TYPE_CHECKING:
-    from plasticd.learn.engine import Engine
 
 
 class DriftDetector:
     """Page-Hinkley on the 0/1 prequential error: fires when the error rate rises."""
 
     def __init__(self, settings: MergeSettings) -> None:
-        from river.drift import PageHinkley  # lazy: scipy import cost only when drift detection is on
+        # lazy: scipy import cost only when drift detection is on
+        from river.drift import PageHinkley
 
         self._make = lambda: PageHinkley(
             min_instances=settings.drift_min_samples,
@@ -82,11 +81,12 @@ def merge_due(settings: MergeSettings, consolidator: Consolidator, trained_since
     return None
 
 
-def rescale_optimizer(optimizer: Optimizer, params: list[torch.Tensor]) -> None:
-    """Zero the first-moment state of ``params`` (kept: second moments)."""
-    for p in params:
-        for moment in state_tensors(optimizer, p, FIRST_MOMENTS):
-            moment.zero_()
+@dataclass(frozen=True)
+class Merge:
+    """What one boundary produced: the report, and the merged weights to write (None: write nothing)."""
+
+    report: MergeReport
+    theta: dict[str, Tensor] | None  # each without the copy axis: what every copy becomes
 
 
 class Consolidator:
@@ -105,42 +105,51 @@ class Consolidator:
         if self.detector is not None and errors.size and self.detector.observe(errors):
             self.drift_pending = True
 
-    def since_boundary(self, engine: Engine) -> int:
-        return engine.metrics.trained - self.trained_at_boundary
+    def since_boundary(self, trained: int) -> int:
+        """Labelled samples learned since the last boundary, given the engine's count ``trained``."""
+        return trained - self.trained_at_boundary
 
     @torch.no_grad()
-    def merge(self, engine: Engine, reason: str, lam: float | None = None, min_samples: int = 0) -> MergeReport:
-        """A task boundary: fold the predicting copy's task vector, then write θ₀ + λ·τ* into every copy.
+    def merge(
+        self,
+        current: dict[str, Tensor],
+        neuron_ids: Tensor,
+        mask: Tensor,
+        trained: int,
+        reason: str,
+        lam: float | None = None,
+        min_samples: int = 0,
+    ) -> Merge:
+        """A task boundary: fold the task vector of ``current`` (the predicting copy), return θ₀ + λ·τ*.
 
-        Skips (changing nothing) with fewer than ``min_samples`` labelled samples
+        ``trained`` is the engine's count of labelled samples learned. Skips (the fold
+        unchanged, no weights returned) with fewer than ``min_samples`` labelled samples
         since the last boundary, or when the task vector or the merge is not finite.
         """
         t0 = time.perf_counter()
         lam = self.settings.lam if lam is None else lam
-        trained = self.since_boundary(engine)
-        n = engine.cfg.neurons
+        since = self.since_boundary(trained)
+        n = mask.shape[0]
 
-        def report(entries_changed: int = 0, entries: int = 0, skipped: str | None = None, refused: bool = False) -> MergeReport:
+        def skip(skipped: str, refused: bool = False) -> Merge:
             ms = (time.perf_counter() - t0) * 1e3
-            return MergeReport(reason, lam, self.fold.tasks, entries_changed, entries, n, trained, ms, skipped, refused)
+            return Merge(MergeReport(reason, lam, self.fold.tasks, 0, 0, n, since, ms, skipped, refused), None)
 
         self.drift_pending = False  # an alarm right after a boundary is not a new task
-        if trained < max(1, min_samples):
-            return report(skipped=f"{trained} labelled samples since the last boundary, fewer than {max(1, min_samples)}")
-        current = {k: v[-1] for k, v in engine.theta.items()}  # the predicting copy, (…) without the copy axis
+        if since < max(1, min_samples):
+            return skip(f"{since} labelled samples since the last boundary, fewer than {max(1, min_samples)}")
         before = self.fold.snapshot()
-        if not self.fold.fold(current, engine.neuron_ids):
-            return report(skipped="the weights or the task vector are not finite; nothing was folded or written", refused=True)
-        result = self.fold.apply(current, engine.neuron_ids, engine.mask, lam)
+        if not self.fold.fold(current, neuron_ids):
+            return skip("the weights or the task vector are not finite; nothing was folded or written", refused=True)
+        result = self.fold.apply(current, neuron_ids, mask, lam)
         if not result.finite:
             self.fold.restore(before)
-            return report(skipped="the merged weights are not finite; the network and the fold were left unchanged", refused=True)
-        self.trained_at_boundary = engine.metrics.trained
-        for k, v in engine.theta.items():
-            v.copy_(result.theta[k].unsqueeze(0).expand_as(v))  # every copy: (S, …)
-        rescale_optimizer(engine.optimizer, list(engine.live.values()))
+            return skip("the merged weights are not finite; the network and the fold were left unchanged", refused=True)
+        self.trained_at_boundary = trained
         self.merges += 1
-        return report(entries_changed=result.changed, entries=result.entries)
+        ms = (time.perf_counter() - t0) * 1e3
+        report = MergeReport(reason, lam, self.fold.tasks, result.changed, result.entries, n, since, ms, None, False)
+        return Merge(report, result.theta)
 
     # ------------------------------------------------------------ persistence
 

@@ -12,6 +12,14 @@ per-sample updates put into the weights. Training always updates the live
 weights.
 
 The engine is single-threaded by design: the worker thread owns it.
+
+It changes only through its own doors: ``step``, ``rewire``, ``grow``,
+``merge``, ``resize`` and ``load_state``. Growth (growth_policy.py), merges
+(consolidate.py) and checkpoint parsing (state.py) are functions of what they
+are given that *return* new weights, sizes or state; the engine applies them,
+and every path that replaces the weights (construction, ``resize``,
+``load_state``) ends in one install step. This module imports those; they
+never import it.
 """
 
 from __future__ import annotations
@@ -19,24 +27,59 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from plasticd.config import Settings
-from plasticd.learn.consolidate import Consolidator, merge_due
-from plasticd.learn.state import engine_state, load_engine_state
+from plasticd.config import (
+    GrowthSettings,
+    MergeSettings,
+    ModelSettings,
+    PlasticitySettings,
+    ReplaySettings,
+    Settings,
+    TrainSettings,
+)
 from plasticd.errors import NonFiniteError
-from plasticd.learn.growth_policy import GrowthPolicy, growth_check
+from plasticd.learn.consolidate import Consolidator, merge_due
+from plasticd.learn.growth_policy import (
+    GrowthPolicy,
+    Network,
+    Samples,
+    grow_neurons,
+    growth_check,
+)
 from plasticd.learn.metrics import MetricsSnapshot, PrequentialMetrics
 from plasticd.learn.reports import GrowthReport, MergeReport, Report, RewireReport
+from plasticd.learn.state import EngineState, from_checkpoint, to_checkpoint
 from plasticd.model.buffer import RecentBuffer
 from plasticd.model.growth import gather_neurons
 from plasticd.model.normalize import InputNorm
-from plasticd.model.optim import OptimConfig, build_optimizer, reset_entries
-from plasticd.model.plastic_net import LIVE, NEURON_AXES, NetConfig, all_finite, Trace, backward, cross_entropy_grad, forward, init_params
-from plasticd.model.plasticity import PlasticityConfig, RewirePlan, UsageStats, plan_rewire
+from plasticd.model.optim import (
+    OptimConfig,
+    build_optimizer,
+    reset_entries,
+    zero_first_moments,
+)
+from plasticd.model.plastic_net import (
+    LIVE,
+    NEURON_AXES,
+    NetConfig,
+    Trace,
+    all_finite,
+    backward,
+    cross_entropy_grad,
+    forward,
+    init_params,
+)
+from plasticd.model.plasticity import (
+    PlasticityConfig,
+    RewirePlan,
+    UsageStats,
+    plan_rewire,
+)
 from plasticd.model.replay import ReservoirBuffer
 
 UNLABELLED = -1
@@ -62,8 +105,7 @@ class StepResult:
     trained: int  # labelled samples learned from in this step
 
 
-def net_config(settings: Settings) -> NetConfig:
-    m = settings.model
+def net_config(m: ModelSettings) -> NetConfig:
     return NetConfig(
         input_dim=m.input_dim,
         output_dim=m.num_classes,
@@ -75,8 +117,7 @@ def net_config(settings: Settings) -> NetConfig:
     )
 
 
-def plasticity_config(settings: Settings) -> PlasticityConfig:
-    p = settings.plasticity
+def plasticity_config(p: PlasticitySettings) -> PlasticityConfig:
     return PlasticityConfig(
         prune_fraction=p.prune_fraction,
         prune_score=p.prune_score,
@@ -88,32 +129,39 @@ def plasticity_config(settings: Settings) -> PlasticityConfig:
     )
 
 
-def optim_config(settings: Settings) -> OptimConfig:
-    t = settings.train
+def optim_config(t: TrainSettings) -> OptimConfig:
     return OptimConfig(kind=t.optimizer, lr=t.learning_rate, betas=t.betas, momentum=t.momentum, weight_decay=t.weight_decay)
 
 
 class Engine:
     """A PlasticNet with its optimizer, weight average, input scaler, plasticity and metrics."""
 
-    def __init__(self, settings: Settings, device: torch.device | str | None = None) -> None:
-        self.settings = settings
-        self.device = torch.device(device) if device is not None else resolve_device(settings.runtime.device)
-        self.cfg = net_config(settings)
-        self.plasticity = plasticity_config(settings)
-        seed = settings.runtime.seed
-        copies = 2 if settings.train.average_decay > 0 else 1
+    def __init__(
+        self,
+        model: ModelSettings,
+        train: TrainSettings,
+        plasticity: PlasticitySettings,
+        growth: GrowthSettings,
+        merge: MergeSettings,
+        replay: ReplaySettings,
+        seed: int = 0,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        self.device = torch.device(device)
+        self.train_settings = train
+        self.plasticity_settings = plasticity
+        self.replay_ratio = replay.ratio
+        self.cfg = net_config(model)
+        self.plasticity = plasticity_config(plasticity)
+        copies = 2 if train.average_decay > 0 else 1
         theta, mask = init_params(self.cfg, torch.Generator().manual_seed(seed), copies=copies)
-        self.theta = {k: v.to(self.device) for k, v in theta.items()}  # each (S, ...): live [, average]
-        self.mask = mask.to(self.device)  # (N, N) bool
-        self.mask_f = self.mask.float()  # (N, N) the same mask as float32, for the gradient multiply
-        self.norm = InputNorm(self.cfg.input_dim, enabled=settings.model.input_norm, device=self.device)
+        self.norm = InputNorm(self.cfg.input_dim, enabled=model.input_norm, device=self.device)
         self.stats = UsageStats(self.cfg.neurons, device=self.device)
-        self.buffer = RecentBuffer(settings.plasticity.buffer_size, self.cfg.input_dim, device=self.device)
-        r = settings.replay  # experience replay (off by default): a reservoir mixed into training steps
-        self.replay = ReservoirBuffer(r.size, self.cfg.input_dim, self.device, seed=seed + 2) if r.size else None
-        self.consolidator = Consolidator(settings.merge)  # MagMax fold, drift detector (merge.py, consolidate.py)
-        self.metrics = PrequentialMetrics(settings.train.window)
+        self.buffer = RecentBuffer(plasticity.buffer_size, self.cfg.input_dim, device=self.device)
+        # experience replay (off by default): a reservoir mixed into training steps
+        self.replay = ReservoirBuffer(replay.size, self.cfg.input_dim, self.device, seed=seed + 2) if replay.size else None
+        self.consolidator = Consolidator(merge)  # MagMax fold, drift detector (merge.py, consolidate.py)
+        self.metrics = PrequentialMetrics(train.window)
         self.rng = torch.Generator(device=self.device).manual_seed(seed + 1)
         self.steps = 0  # optimizer steps taken
         self.trained_at_rewire = 0  # labelled samples trained on when the last plasticity cycle ran
@@ -124,20 +172,47 @@ class Engine:
         self.neuron_ids = torch.arange(self.cfg.neurons, dtype=torch.int64)  # (N,) on the CPU
         self.next_neuron_id = self.cfg.neurons
         self.neuron_born = torch.zeros(self.cfg.neurons, dtype=torch.int64)  # (N,) labelled samples learned at each birth
-        self.growth = GrowthPolicy(settings)  # neuron growth/retirement: plateau history and payoff (growth_policy.py)
+        self.growth = GrowthPolicy(growth, model)  # neuron growth/retirement: plateau history and payoff (growth_policy.py)
         self.growth_rng = torch.Generator().manual_seed(seed + 3)  # division shares, new neurons' connections
         self._reports: deque[Report] = deque(maxlen=1024)  # maintenance done since the last take_reports() (bounded)
-        self._scratch: Tensor | None = None  # (N, N) float32 score buffer for plasticity cycles
-        self._bind_parameters()
+        self._install(theta, mask)
 
-    def _bind_parameters(self) -> None:
-        """(Re)create the live/average views, gradient buffers and optimizer over ``theta``."""
+    @classmethod
+    def from_settings(cls, settings: Settings, device: torch.device | str | None = None) -> Engine:
+        """An engine from the sections of ``settings`` it uses; ``device`` defaults to ``runtime.device`` resolved."""
+        return cls(
+            model=settings.model,
+            train=settings.train,
+            plasticity=settings.plasticity,
+            growth=settings.growth,
+            merge=settings.merge,
+            replay=settings.replay,
+            seed=settings.runtime.seed,
+            device=device if device is not None else resolve_device(settings.runtime.device),
+        )
+
+    def _install(self, theta: dict[str, Tensor], mask: Tensor, optimizer_state: dict[str, dict[str, Any]] | None = None) -> None:
+        """The one step every path that replaces the weights ends in: construction, ``resize``, ``load_state``.
+
+        Takes ``theta`` (each (S, ...)) and ``mask`` (N, N) as the network, sizes the
+        architecture by them, rebuilds the float mask, drops the scratch buffer, and
+        (re)creates the live/average views, gradient buffers and optimizer, whose
+        per-parameter state becomes ``optimizer_state`` (parameter name -> slots).
+        """
+        self.theta = {k: v.to(self.device) for k, v in theta.items()}  # each (S, ...): live [, average]
+        self.mask = mask.to(self.device, torch.bool)  # (N, N) bool
+        self.mask_f = self.mask.float()  # (N, N) the same mask as float32, for the gradient multiply
+        self.cfg = replace(self.cfg, neurons=self.mask.shape[0])
+        self._scratch: Tensor | None = None  # (N, N) float32 score buffer for plasticity cycles, made on first use
         self.live = {k: v[LIVE] for k, v in self.theta.items()}
         self.avg = {k: v[-1] for k, v in self.theta.items()} if self.copies == 2 else None
         self.grads = {k: torch.zeros_like(v) for k, v in self.live.items()}
         for name, p in self.live.items():
             p.grad = self.grads[name]
-        self.optimizer = build_optimizer(list(self.live.values()), optim_config(self.settings))
+        self.optimizer = build_optimizer(list(self.live.values()), optim_config(self.train_settings))
+        for name, slots in (optimizer_state or {}).items():
+            if slots:
+                self.optimizer.state[self.live[name]] = slots
 
     @property
     def copies(self) -> int:
@@ -199,14 +274,15 @@ class Engine:
 
     def _maintain(self) -> None:
         """The maintenance whose cadence (in learned samples) is due after a step: rewiring, a growth check, a merge."""
-        interval = self.settings.plasticity.interval
-        if interval and self.settings.plasticity.enabled and self.since_rewire >= interval:
+        interval = self.plasticity_settings.interval
+        if interval and self.plasticity_settings.enabled and self.since_rewire >= interval:
             self.rewire()
         if self.growth.due(self.metrics.trained):
             self.grow("interval")
-        due = merge_due(self.settings.merge, self.consolidator, self.consolidator.since_boundary(self))
+        merge = self.consolidator.settings
+        due = merge_due(merge, self.consolidator, self.consolidator.since_boundary(self.metrics.trained))
         if due:
-            self.merge(due, min_samples=self.settings.merge.min_samples)
+            self.merge(due, min_samples=merge.min_samples)
 
     def take_reports(self) -> list[Report]:
         """The maintenance reports (rewire, growth, merge) since the last call, oldest first."""
@@ -219,36 +295,48 @@ class Engine:
     ) -> tuple[Tensor, tuple[np.ndarray, np.ndarray, int]]:
         """Append ``ceil(replay.ratio * n_lab)`` reservoir samples to the normalised batch (B, D) for training."""
         assert self.replay is not None, "replay is off"
-        k = int(np.ceil(self.settings.replay.ratio * n_lab))
+        k = int(np.ceil(self.replay_ratio * n_lab))
         rx, ry = self.replay.sample(k)  # (k, D) raw on the device, (k,) on the CPU
         xn = torch.cat((xn, self.norm(rx)))  # (B + k, D)
         labels = np.concatenate((labels, ry.numpy()))
         is_lab = np.concatenate((is_lab, np.ones(k, dtype=bool)))
         return xn, (labels, is_lab, n_lab + k)
 
+    @torch.no_grad()
     def merge(self, reason: str, lam: float | None = None, min_samples: int = 0) -> MergeReport:
-        """A task boundary: fold the task vector and write the MagMax merge θ₀ + λ·τ* (see consolidate.py)."""
-        report = self.consolidator.merge(self, reason, lam=lam, min_samples=min_samples)
-        self._reports.append(report)
-        return report
+        """A task boundary: fold the task vector and write the MagMax merge θ₀ + λ·τ* (see consolidate.py).
+
+        The merge goes into every copy; the optimizer's first moments are zeroed
+        (they point along the pre-merge trajectory), second moments kept.
+        """
+        current = {k: v[-1] for k, v in self.theta.items()}  # the predicting copy, (…) without the copy axis
+        merge = self.consolidator.merge(
+            current, self.neuron_ids, self.mask, self.metrics.trained, reason, lam=lam, min_samples=min_samples
+        )
+        if merge.theta is not None:
+            for k, v in self.theta.items():
+                v.copy_(merge.theta[k].unsqueeze(0).expand_as(v))  # every copy: (S, …)
+            zero_first_moments(self.optimizer, list(self.live.values()))
+        self._reports.append(merge.report)
+        return merge.report
 
     def _learn(self, trace: Trace, labels: np.ndarray, is_lab: np.ndarray, n_lab: int) -> None:
         """One optimizer step of the live copy on the labelled rows, then the average follows."""
         target = torch.from_numpy(np.where(is_lab, labels, 0)).to(self.device, non_blocking=True)
         weight = None if n_lab == len(labels) else torch.from_numpy(is_lab.astype(np.float32)).to(self.device)
-        dlogits = cross_entropy_grad(trace.logits[LIVE], target, weight, self.settings.train.label_smoothing)
+        dlogits = cross_entropy_grad(trace.logits[LIVE], target, weight, self.train_settings.label_smoothing)
         backward(self.live, trace, dlogits, self.grads, self.cfg)
         self.grads["w"].mul_(self.mask_f)  # absent connections get no update
         if not all_finite(list(self.grads.values())):
             raise NonFiniteError("the gradient of this batch is not finite; the update was not applied")
         self.optimizer.step()
         self.steps += 1
-        every = self.settings.train.average_every
+        every = self.train_settings.average_every
         if self.avg is not None and self.steps % every == 0:
             # EMA with a warm-up (early weights are forgotten fast), applied every
             # `every` steps with the decay compounded: same horizon, 1/every the traffic.
             t = self.steps
-            decay = min(self.settings.train.average_decay, (1.0 + t) / (10.0 + t)) ** every
+            decay = min(self.train_settings.average_decay, (1.0 + t) / (10.0 + t)) ** every
             torch._foreach_lerp_(list(self.avg.values()), list(self.live.values()), 1.0 - decay)
 
     def predict_logits(self, x: Tensor, batch_size: int = 4096) -> Tensor:
@@ -272,14 +360,14 @@ class Engine:
     def rewire(self) -> RewireReport:
         """One plasticity cycle: refresh usage statistics on recent samples, prune, regrow."""
         active = self.active_connections
-        if not self.settings.plasticity.enabled:
+        if not self.plasticity_settings.enabled:
             return self._report(RewireReport(self.metrics.trained, 0, 0, active, active, 0, 0.0, 0.0, skipped="plasticity disabled"))
         if len(self.buffer) == 0:
             return self._report(RewireReport(self.metrics.trained, 0, 0, active, active, 0, 0.0, 0.0, skipped="no labelled samples yet"))
         t0 = time.perf_counter()
         xb, yb = self.buffer.contents()
         trace = forward({k: v[LIVE : LIVE + 1] for k, v in self.theta.items()}, self.norm(xb), self.cfg)
-        dlogits = cross_entropy_grad(trace.logits[LIVE], yb, None, self.settings.train.label_smoothing)
+        dlogits = cross_entropy_grad(trace.logits[LIVE], yb, None, self.train_settings.label_smoothing)
         grads = {k: torch.empty_like(v) for k, v in self.live.items()}  # dense: RigL ranks absent connections by it
         backward(self.live, trace, dlogits, grads, self.cfg)
         self.stats.advance_age(self.since_rewire, self.mask)
@@ -290,7 +378,7 @@ class Engine:
         plan = plan_rewire(
             self.plasticity, self.live["w"], self.mask, grads["w"], self.stats, self.rng, scratch=self._scratch
         )
-        self._apply_rewire(plan)
+        self.apply_rewire(plan)
         t2 = time.perf_counter()
         self.trained_at_rewire = self.metrics.trained
         self.rewires += 1
@@ -309,7 +397,7 @@ class Engine:
         self._reports.append(report)
         return report
 
-    def _apply_rewire(self, plan: RewirePlan) -> None:
+    def apply_rewire(self, plan: RewirePlan) -> None:
         """The one door through which connections change: weights (every copy), optimizer, mask, stats."""
         changed = torch.cat((plan.prune, plan.grow))
         self.theta["w"].view(self.copies, -1).index_fill_(1, changed, 0.0)  # pruned vanish, regrown start at 0
@@ -324,11 +412,43 @@ class Engine:
 
     def grow(self, trigger: str = "manual") -> GrowthReport:
         """One growth check (growth_policy.py): retire dead/silent neurons, grow on a plateau within the budget."""
-        report = growth_check(self, trigger)
+        t0 = time.perf_counter()
+        m = self.metrics
+        check = growth_check(
+            self.growth, trigger, self.network, self._samples(), (m.trained, m.labelled, m.correct), self.neuron_born, self.growth_rng
+        )
+        for resize in check.resizes:
+            self.resize(*resize)
+        report = replace(check.report, check_ms=(time.perf_counter() - t0) * 1e3)
         self._reports.append(report)
         return report
 
-    def _resize(self, theta: dict[str, Tensor], mask: Tensor, index: Tensor) -> None:
+    def grow_neurons(self, wanted: int, divide: int = 0) -> tuple[int, int]:
+        """Add up to ``wanted`` neurons now, outside the policy: up to ``divide`` by division, the rest by GradMax.
+
+        Returns (divided, gradmax). Guided by the recent-sample buffer; nothing without one.
+        """
+        samples = self._samples()
+        if samples is None:
+            return 0, 0
+        grown = grow_neurons(self.growth.settings, self.network, samples, wanted, divide, self.growth_rng)
+        for resize in grown.resizes:
+            self.resize(*resize)
+        return grown.divided, grown.gradmax
+
+    @property
+    def network(self) -> Network:
+        """The current weights (every copy), mask and architecture, as growth sees them."""
+        return Network(self.theta, self.mask, self.cfg)
+
+    def _samples(self) -> Samples | None:
+        """The recent-sample buffer, normalised, with the loss's label smoothing (None when empty)."""
+        if len(self.buffer) == 0:
+            return None
+        xb, yb = self.buffer.contents()
+        return Samples(self.norm(xb), yb, self.train_settings.label_smoothing)
+
+    def resize(self, theta: dict[str, Tensor], mask: Tensor, index: Tensor) -> None:
         """The one door through which the neuron count changes (model/growth.py makes ``theta``/``mask``).
 
         ``index`` (M,) names the old neuron behind each new position (-1: fresh).
@@ -339,13 +459,14 @@ class Engine:
         """
         m = index.numel()
         assert mask.shape == (m, m) and theta["w"].shape[1:] == (m, m), f"theta/mask must be sized for {m} neurons"
-        old_state = {name: self.optimizer.state.get(p, {}) for name, p in self.live.items()}
-        self.theta = {k: v.to(self.device) for k, v in theta.items()}
-        self.mask = mask.to(self.device, torch.bool)
-        self.mask_f = self.mask.float()
-        self.cfg = replace(self.cfg, neurons=m)
-        for name in ("coact", "credit", "age"):
-            setattr(self.stats, name, gather_neurons(getattr(self.stats, name), (0, 1), index))
+        optimizer_state = {
+            name: {
+                slot: gather_neurons(v, NEURON_AXES[name], index) if isinstance(v, Tensor) and v.dim() else v
+                for slot, v in self.optimizer.state.get(p, {}).items()
+            }
+            for name, p in self.live.items()
+        }
+        self.stats.follow(index)
         pos, src = torch.arange(m), index.clamp_min(0)  # src: a valid old position for every new one
         first = torch.full((self.neuron_ids.numel(),), m, dtype=torch.int64).scatter_reduce(0, src, pos, "amin")
         is_new = (index < 0) | (first[src] != pos)  # (M,) fresh, or not the first position taken from its source
@@ -355,25 +476,69 @@ class Engine:
         self.next_neuron_id += fresh
         self.neuron_ids = ids
         self.neuron_born = torch.where(is_new, self.metrics.trained, self.neuron_born[src])
-        self._scratch = None
-        self._bind_parameters()
-        for name, p in self.live.items():
-            if old_state[name]:
-                self.optimizer.state[p] = {
-                    slot: gather_neurons(v, NEURON_AXES[name], index) if isinstance(v, Tensor) and v.dim() else v
-                    for slot, v in old_state[name].items()
-                }
+        self._install(theta, mask, optimizer_state)
 
     # --------------------------------------------------------------- persistence
 
     def state(self) -> tuple[dict[str, Tensor], dict]:
-        """Everything needed to resume learning exactly: named tensors, and JSON-able counters."""
-        return engine_state(self)
+        """Everything needed to resume learning exactly: named tensors, and JSON-able counters (state.py)."""
+        optimizer = {
+            name: {slot: v for slot, v in self.optimizer.state.get(p, {}).items() if isinstance(v, Tensor)}
+            for name, p in self.live.items()
+        }
+        return to_checkpoint(EngineState(
+            theta=self.theta,
+            mask=self.mask,
+            norm=self.norm.state_dict(),
+            stats=self.stats.state_dict(),
+            buffer=self.buffer.state_dict(),
+            metrics=self.metrics.state_dict(),
+            optimizer=optimizer,
+            rng_plasticity=self.rng.get_state(),
+            rng_growth=self.growth_rng.get_state(),
+            merge=self.consolidator.state_dict(),
+            replay=self.replay.state_dict() if self.replay is not None else {},
+            neuron_ids=self.neuron_ids,
+            neuron_born=self.neuron_born,
+            next_neuron_id=self.next_neuron_id,
+            growth=self.growth.state_dict(),
+            steps=self.steps,
+            trained_at_rewire=self.trained_at_rewire,
+            rewires=self.rewires,
+            architecture={
+                "input_dim": self.cfg.input_dim,
+                "output_dim": self.cfg.output_dim,
+                "neurons": self.cfg.neurons,
+                "iterations": self.cfg.iterations,
+                "activation": self.cfg.activation,
+                "copies": self.copies,
+                "optimizer": self.train_settings.optimizer,
+            },
+        ))  # fmt: skip
 
     def load_state(self, tensors: dict[str, Tensor], meta: dict) -> None:
         """Resume from ``state()`` output. The checkpoint's network size wins over the settings
-        (growth changes it); a different input or output size is refused."""
-        load_engine_state(self, tensors, meta)
+        (growth changes it); a different input or output size is refused (CheckpointError, nothing changed)."""
+        s = from_checkpoint(
+            tensors, meta, input_dim=self.cfg.input_dim, output_dim=self.cfg.output_dim,
+            copies=self.copies, optimizer=self.train_settings.optimizer, device=self.device,
+        )  # fmt: skip
+        n = s.mask.shape[0]
+        self.norm.load_state_dict(s.norm)
+        self.stats = UsageStats(n, device=self.device)
+        self.stats.load_state_dict(s.stats)
+        self.buffer.load_state_dict(s.buffer)
+        self.metrics.load_state_dict(s.metrics)
+        self.rng.set_state(s.rng_plasticity)
+        if s.rng_growth is not None:
+            self.growth_rng.set_state(s.rng_growth)
+        self.steps, self.trained_at_rewire, self.rewires = s.steps, s.trained_at_rewire, s.rewires
+        self.neuron_ids, self.neuron_born, self.next_neuron_id = s.neuron_ids, s.neuron_born, s.next_neuron_id
+        self.growth.load_state_dict(s.growth)
+        self.consolidator.load_state_dict(s.merge, self.device)
+        if self.replay is not None and s.replay:
+            self.replay.load_state_dict(s.replay)
+        self._install(s.theta, s.mask, s.optimizer)
 
     # ------------------------------------------------------------------- reports
 

@@ -30,25 +30,34 @@ the top right singular vectors of the gradient across their position
 output is unchanged exactly, and the outgoing weights get a gradient at
 the very next step. For tanh (tanh'(0) = 1) it is the paper's GradMax:
 zero incoming, outgoing along the top left singular vectors.
+
+Everything here is a function of what it is given (weights, mask, the
+normalised buffer, counters, the policy's own state): it never sees the
+Engine. A check returns the size changes (``Resize``, from model/growth.py)
+in the order they were made, and ``Engine.grow`` applies them through its
+one door, ``Engine.resize``.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
 
-from plasticd.config import Settings
+from plasticd.config import GrowthSettings, ModelSettings
 from plasticd.learn.reports import GrowthReport
 from plasticd.model import growth as surgery
-from plasticd.model.plastic_net import LIVE, cross_entropy_grad, forward, pre_activation_grads
-
-if TYPE_CHECKING:
-    from plasticd.learn.engine import Engine
+from plasticd.model.growth import Resize
+from plasticd.model.plastic_net import (
+    LIVE,
+    NetConfig,
+    cross_entropy_grad,
+    forward,
+    pre_activation_grads,
+)
 
 
 @dataclass(frozen=True)
@@ -119,9 +128,11 @@ def step_cost(n: int, input_dim: int, output_dim: int, iterations: int) -> int:
     return n * input_dim + (iterations - 1) * n * n + output_dim * n
 
 
-def budget_allows(settings: Settings, n: int, active: int, wanted: int) -> tuple[int, str]:
-    """How many of ``wanted`` new neurons the capacity budget allows at size ``n``, and which limit bound."""
-    g, m = settings.growth, settings.model
+def budget_allows(g: GrowthSettings, m: ModelSettings, n: int, active: int, wanted: int) -> tuple[int, str]:
+    """How many of ``wanted`` new neurons the capacity budget allows at size ``n``, and which limit bound.
+
+    ``m`` is the configured model: its size is the base of ``max_cost_ratio``.
+    """
     allowed, limit = min(wanted, g.max_neurons - n), "max_neurons"
     if allowed == wanted:
         limit = ""
@@ -142,9 +153,10 @@ def budget_allows(settings: Settings, n: int, active: int, wanted: int) -> tuple
 class GrowthPolicy:
     """The growth state of one engine: plateau history and whether growth still pays."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: GrowthSettings, model: ModelSettings) -> None:
         self.settings = settings
-        self.detector = PlateauDetector(settings.growth.horizon, settings.growth.min_delta)
+        self.model = model  # the configured sizes: the capacity budget is relative to them
+        self.detector = PlateauDetector(settings.horizon, settings.min_delta)
         self.checked_at = 0  # labelled samples learned at the last check
         self.scanned_at = 0  # ... at the last retirement scan (one per horizon while training: it costs a buffer pass)
         self.grown_at_accuracy: float | None = None  # accuracy of the plateau the last growth was made on
@@ -153,12 +165,12 @@ class GrowthPolicy:
         self.saturated = False  # growth stopped: it no longer pays
 
     def due(self, trained: int) -> bool:
-        g = self.settings.growth
+        g = self.settings
         return g.enabled and g.interval > 0 and trained - self.checked_at >= g.interval
 
     def decide_growth(self, plateau: Plateau, n: int, active: int) -> tuple[int, str]:
         """How many neurons to add now, and why (0 with the reason when none)."""
-        g = self.settings.growth
+        g = self.settings
         if plateau.recent is None:
             return 0, "not enough samples since the last growth to judge a plateau"
         if self.saturated:
@@ -179,7 +191,7 @@ class GrowthPolicy:
                 self.saturated = True
                 return 0, f"plateau at {plateau.recent:.4f}, but the last {self.failures} growths brought no gain: stop growing"
         wanted = max(1, math.ceil(g.grow_fraction * n))
-        allowed, limit = budget_allows(self.settings, n, active, wanted)
+        allowed, limit = budget_allows(self.settings, self.model, n, active, wanted)
         if allowed == 0:
             return 0, f"plateau at {plateau.recent:.4f}, but the budget is spent ({limit})"
         why = f"plateau: accuracy {plateau.recent:.4f} vs {plateau.previous:.4f} (gain < {plateau.noise:.4f})"
@@ -209,38 +221,84 @@ class GrowthPolicy:
 # ------------------------------------------------------------------ the check
 
 
-@dataclass
+@dataclass(frozen=True)
+class Network:
+    """The network as growth sees it: every copy's weights (each (S, ...)), the (N, N) mask, the architecture."""
+
+    theta: dict[str, Tensor]
+    mask: Tensor
+    cfg: NetConfig
+
+    @property
+    def live(self) -> dict[str, Tensor]:
+        return {k: v[LIVE] for k, v in self.theta.items()}
+
+    @property
+    def active(self) -> int:
+        return int(torch.count_nonzero(self.mask))
+
+    def after(self, resize: Resize) -> Network:
+        """The network a size change makes."""
+        return Network(resize.theta, resize.mask, replace(self.cfg, neurons=resize.index.numel()))
+
+
+@dataclass(frozen=True)
+class Samples:
+    """The recent-sample buffer a check is guided by: normalised inputs (B, D) and labels (B,)."""
+
+    xn: Tensor
+    y: Tensor
+    label_smoothing: float
+
+
+@dataclass(frozen=True)
 class BufferPass:
     xn: Tensor  # (B, D) normalised buffer inputs
     dlogits: Tensor  # (B, C) of the live copy
     da: Tensor  # (K, B, N) dL/d(pre-activation) of the live copy
 
 
+@dataclass(frozen=True)
+class Growth:
+    """New neurons: the size changes that add them, in order, and how many each way."""
+
+    resizes: tuple[Resize, ...]
+    divided: int = 0
+    gradmax: int = 0
+
+
+@dataclass(frozen=True)
+class GrowthCheck:
+    """One check's result: the size changes to apply in order, and its report."""
+
+    resizes: tuple[Resize, ...]
+    report: GrowthReport
+
+
 @torch.no_grad()
-def buffer_pass(engine: Engine) -> BufferPass:
+def buffer_pass(net: Network, samples: Samples) -> BufferPass:
     """Forward and backward of the live copy over the recent-sample buffer: what growth is guided by."""
-    xb, yb = engine.buffer.contents()
-    xn = engine.norm(xb)
-    trace = forward({k: v[LIVE : LIVE + 1] for k, v in engine.theta.items()}, xn, engine.cfg)
-    dlogits = cross_entropy_grad(trace.logits[LIVE], yb, None, engine.settings.train.label_smoothing)
-    return BufferPass(xn=xn, dlogits=dlogits, da=pre_activation_grads(engine.live, trace, dlogits, engine.cfg))
+    trace = forward({k: v[LIVE : LIVE + 1] for k, v in net.theta.items()}, samples.xn, net.cfg)
+    dlogits = cross_entropy_grad(trace.logits[LIVE], samples.y, None, samples.label_smoothing)
+    return BufferPass(xn=samples.xn, dlogits=dlogits, da=pre_activation_grads(net.live, trace, dlogits, net.cfg))
 
 
 @torch.no_grad()
-def buffer_activity(engine: Engine) -> Tensor:
+def buffer_activity(net: Network, samples: Samples) -> Tensor:
     """(N,) the largest |activation| of each neuron over the buffer, every iteration and every copy (the average predicts)."""
-    xb, _ = engine.buffer.contents()
-    return forward(engine.theta, engine.norm(xb), engine.cfg).h.abs().amax(dim=(0, 1, 2))
+    return forward(net.theta, samples.xn, net.cfg).h.abs().amax(dim=(0, 1, 2))
 
 
-def retire_candidates(engine: Engine, activity: Tensor) -> Tensor:
-    """(N,) bool: neurons old enough that are dead on the buffer (in every copy) or whose outgoing weights vanished."""
-    g = engine.settings.growth
-    n = engine.cfg.neurons
+def retire_candidates(g: GrowthSettings, net: Network, activity: Tensor, trained: int, born: Tensor) -> Tensor:
+    """(N,) bool: neurons old enough that are dead on the buffer (in every copy) or whose outgoing weights vanished.
+
+    ``trained`` is the labelled-sample count now, ``born`` (N,) its value at each neuron's birth.
+    """
+    n = net.cfg.neurons
     dead = activity == 0.0  # (N,) never active on the buffer, in any copy (``buffer_activity``)
-    out = torch.maximum(engine.theta["w"].abs().amax(dim=(0, 1)), engine.theta["w_out"].abs().amax(dim=(0, 1)))  # (N,)
+    out = torch.maximum(net.theta["w"].abs().amax(dim=(0, 1)), net.theta["w_out"].abs().amax(dim=(0, 1)))  # (N,)
     silent = out <= g.retire_out_eps
-    old = (engine.metrics.trained - engine.neuron_born) >= g.retire_min_age  # (N,) on the CPU
+    old = (trained - born) >= g.retire_min_age  # (N,) on the CPU
     candidates = (dead | silent).cpu() & old
     cap = min(math.floor(g.max_retire_fraction * n), n - g.min_neurons)
     if int(candidates.sum()) > max(cap, 0):  # keep the quietest: smallest outgoing weights go first
@@ -250,32 +308,29 @@ def retire_candidates(engine: Engine, activity: Tensor) -> Tensor:
     return candidates
 
 
-def grow_by_division(engine: Engine, bp: BufferPass, count: int) -> int:
-    """Divide the ``count`` most loaded neurons (never a dead one)."""
+def grow_by_division(g: GrowthSettings, net: Network, bp: BufferPass, count: int, generator: torch.Generator) -> Resize | None:
+    """Divide the ``count`` most loaded neurons (never a dead one); None when none carries load."""
     load = surgery.gradient_load(bp.da).cpu()  # (N,)
     count = min(count, int((load > 0).sum()))
     if count == 0:
-        return 0
+        return None
     parents = torch.topk(load, count).indices
-    g = engine.settings.growth
-    theta, mask, index = surgery.divide(engine.theta, engine.mask, parents, g.split_jitter, g.in_noise, engine.growth_rng)
-    engine._resize(theta, mask, index)
-    return count
+    return surgery.divide(net.theta, net.mask, parents, g.split_jitter, g.in_noise, generator)
 
 
-def grow_by_gradmax(engine: Engine, bp: BufferPass, count: int) -> int:
-    """Add up to ``count`` GradMax neurons (transposed for relu; see the module docstring)."""
-    n, d = engine.cfg.neurons, engine.cfg.input_dim
+def grow_by_gradmax(g: GrowthSettings, net: Network, bp: BufferPass, count: int, generator: torch.Generator) -> Resize | None:
+    """Up to ``count`` GradMax neurons (transposed for relu; see the module docstring); None when there is no direction."""
+    n, d = net.cfg.neurons, net.cfg.input_dim
     left, right = surgery.gradmax_directions(bp.xn, bp.da, bp.dlogits, count)  # (P, N+C), (P, D+1)
     p = left.shape[0]
     if p == 0:
-        return 0
-    scale = engine.settings.growth.gradmax_scale
-    density = engine.active_connections / float(n * n)
-    rows, cols = surgery.random_connections(n, p, density, engine.growth_rng)
-    live = engine.live
-    c = engine.cfg.output_dim
-    if engine.cfg.activation == "relu":
+        return None
+    scale = g.gradmax_scale
+    density = net.active / float(n * n)
+    rows, cols = surgery.random_connections(n, p, density, generator)
+    live = net.live
+    c = net.cfg.output_dim
+    if net.cfg.activation == "relu":
         fan_in = torch.cat((live["w_in"], live["b_in"].unsqueeze(1)), dim=1).norm(dim=1).mean()  # mean ‖[w_in_j, b_j]‖
         v = right * (scale * fan_in)  # (P, D+1)
         pre = bp.xn @ v[:, :d].t() + v[:, d]  # (B, P)
@@ -288,47 +343,89 @@ def grow_by_gradmax(engine: Engine, bp: BufferPass, count: int) -> int:
         o = o / o.norm(dim=0, keepdim=True).clamp_min(1e-12) * float(scale * fan_out)
         w_in, b_in = torch.zeros((p, d)), torch.zeros(p)
         w_out, w_col = o[n:], o[:n]
-    theta, mask, index = surgery.add_neurons(engine.theta, engine.mask, w_in, b_in, w_out, w_col, (rows, cols))
-    engine._resize(theta, mask, index)
-    return p
-
-
-def retire_if_due(engine: Engine, trigger: str) -> int:
-    """Retire dead/silent neurons: at every idle or manual check, once per horizon while training. Returns how many."""
-    g, policy, trained = engine.settings.growth, engine.growth, engine.metrics.trained
-    due = trigger != "interval" or trained - policy.scanned_at >= g.horizon
-    if not (g.retire and due and bool(((trained - engine.neuron_born) >= g.retire_min_age).any())):
-        return 0
-    policy.scanned_at = trained
-    keep = ~retire_candidates(engine, buffer_activity(engine))
-    retired = int((~keep).sum())
-    if retired:
-        engine._resize(*surgery.retire(engine.theta, engine.mask, keep))
-    return retired
+    return surgery.add_neurons(net.theta, net.mask, w_in, b_in, w_out, w_col, (rows, cols))
 
 
 @torch.no_grad()
-def growth_check(engine: Engine, trigger: str) -> GrowthReport:
-    """One check: retire what carries nothing, then grow on a plateau within the budget."""
+def grow_neurons(
+    g: GrowthSettings, net: Network, samples: Samples, wanted: int, divide: int, generator: torch.Generator
+) -> Growth:
+    """Up to ``wanted`` new neurons: up to ``divide`` by dividing the most loaded, the rest by GradMax.
+
+    Each step is guided by a buffer pass over the network the previous one made.
+    """
+    resizes: list[Resize] = []
+    divided = gradmax = 0
+    if divide:
+        resize = grow_by_division(g, net, buffer_pass(net, samples), divide, generator)
+        if resize is not None:
+            divided = resize.index.numel() - net.cfg.neurons
+            resizes.append(resize)
+            net = net.after(resize)
+    if wanted > divided:
+        resize = grow_by_gradmax(g, net, buffer_pass(net, samples), wanted - divided, generator)
+        if resize is not None:
+            gradmax = resize.index.numel() - net.cfg.neurons
+            resizes.append(resize)
+    return Growth(tuple(resizes), divided=divided, gradmax=gradmax)
+
+
+def retire_if_due(
+    g: GrowthSettings, policy: GrowthPolicy, net: Network, samples: Samples, trained: int, born: Tensor, trigger: str
+) -> Resize | None:
+    """Retire dead/silent neurons: at every idle or manual check, once per horizon while training."""
+    due = trigger != "interval" or trained - policy.scanned_at >= g.horizon
+    if not (g.retire and due and bool(((trained - born) >= g.retire_min_age).any())):
+        return None
+    policy.scanned_at = trained
+    keep = ~retire_candidates(g, net, buffer_activity(net, samples), trained, born)
+    return surgery.retire(net.theta, net.mask, keep) if not bool(keep.all()) else None
+
+
+@torch.no_grad()
+def growth_check(
+    policy: GrowthPolicy,
+    trigger: str,
+    net: Network,
+    samples: Samples | None,
+    counts: tuple[int, int, int],
+    born: Tensor,
+    generator: torch.Generator,
+) -> GrowthCheck:
+    """One check: retire what carries nothing, then grow on a plateau within the budget.
+
+    ``counts`` is (trained, labelled, correct) from the prequential metrics,
+    ``samples`` the normalised recent-sample buffer (None when empty), ``born``
+    (N,) the labelled-sample count at each neuron's birth. Updates the policy's
+    own history; returns the size changes for the Engine to apply, in order.
+    """
     t0 = time.perf_counter()
-    policy, g = engine.growth, engine.settings.growth
-    m = engine.metrics
-    policy.checked_at = m.trained
-    policy.detector.observe(m.labelled, m.correct)
-    n0, a0 = engine.cfg.neurons, engine.active_connections
-    base = dict(trigger=trigger, neurons_before=n0, active_before=a0)
-    if not g.enabled:
-        return GrowthReport(decision="skipped", reason="growth disabled", neurons_after=n0, active_after=a0, **base)
-    if len(engine.buffer) == 0:
-        return GrowthReport(decision="skipped", reason="no labelled samples yet", neurons_after=n0, active_after=a0, **base)
-    retired = retire_if_due(engine, trigger)
+    g = policy.settings
+    trained, labelled, correct = counts
+    policy.checked_at = trained
+    policy.detector.observe(labelled, correct)
+    n0, a0 = net.cfg.neurons, net.active
+    if not g.enabled or samples is None:
+        reason = "growth disabled" if not g.enabled else "no labelled samples yet"
+        report = GrowthReport(trigger, "skipped", reason, n0, n0, a0, a0)
+        return GrowthCheck((), report)
+    resizes: list[Resize] = []
+    retire = retire_if_due(g, policy, net, samples, trained, born, trigger)
+    retired = 0
+    if retire is not None:
+        retired = net.cfg.neurons - retire.index.numel()
+        resizes.append(retire)
+        net = net.after(retire)
     plateau = policy.detector.status()
-    wanted, reason = policy.decide_growth(plateau, engine.cfg.neurons, engine.active_connections)
+    wanted, reason = policy.decide_growth(plateau, net.cfg.neurons, net.active)
     divided = gradmax = 0
     if wanted:
-        n_div = round(wanted * g.division_share)
-        divided = grow_by_division(engine, buffer_pass(engine), n_div) if n_div else 0
-        gradmax = grow_by_gradmax(engine, buffer_pass(engine), wanted - divided) if wanted > divided else 0
+        grown = grow_neurons(g, net, samples, wanted, round(wanted * g.division_share), generator)
+        divided, gradmax = grown.divided, grown.gradmax
+        for resize in grown.resizes:
+            resizes.append(resize)
+            net = net.after(resize)
+        assert plateau.recent is not None  # decide_growth grows only on a judged plateau
         policy.grown_at_accuracy = plateau.recent
         policy.grown_at_trend = plateau.recent - (plateau.previous or plateau.recent)
         policy.detector.reset()
@@ -336,8 +433,9 @@ def growth_check(engine: Engine, trigger: str) -> GrowthReport:
     decision = {(True, True): "grew+retired", (True, False): "grew", (False, True): "retired"}.get((grew, retired > 0), "none")
     if retired:
         reason = f"retired {retired} dead or silent neuron(s); " + reason
-    return GrowthReport(
-        decision=decision, reason=reason, neurons_after=engine.cfg.neurons, active_after=engine.active_connections,
-        divided=divided, gradmax=gradmax, retired=retired, recent_accuracy=plateau.recent,
-        previous_accuracy=plateau.previous, check_ms=(time.perf_counter() - t0) * 1e3, **base,
+    report = GrowthReport(
+        trigger=trigger, decision=decision, reason=reason, neurons_before=n0, neurons_after=net.cfg.neurons,
+        active_before=a0, active_after=net.active, divided=divided, gradmax=gradmax, retired=retired,
+        recent_accuracy=plateau.recent, previous_accuracy=plateau.previous, check_ms=(time.perf_counter() - t0) * 1e3,
     )  # fmt: skip
+    return GrowthCheck(tuple(resizes), report)

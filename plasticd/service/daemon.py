@@ -74,7 +74,7 @@ def _limits(settings: Settings) -> Limits:
 
 
 def _common(settings: Settings) -> tuple[Engine, CheckpointStore, PredictionWriter]:
-    engine = Engine(settings)
+    engine = Engine.from_settings(settings)
     store = CheckpointStore(settings.paths.checkpoints, keep=settings.checkpoint.keep)
     predictions = PredictionWriter(settings.paths.state / PREDICTIONS_FILE)
     return engine, store, predictions
