@@ -418,7 +418,7 @@ class Engine:
             self.growth, trigger, self.network, self._samples(), (m.trained, m.labelled, m.correct), self.neuron_born, self.growth_rng
         )
         for resize in check.resizes:
-            self.resize(*resize)
+            self.resize(resize.theta, resize.mask, resize.index)
         report = replace(check.report, check_ms=(time.perf_counter() - t0) * 1e3)
         self._reports.append(report)
         return report
@@ -433,7 +433,7 @@ class Engine:
             return 0, 0
         grown = grow_neurons(self.growth.settings, self.network, samples, wanted, divide, self.growth_rng)
         for resize in grown.resizes:
-            self.resize(*resize)
+            self.resize(resize.theta, resize.mask, resize.index)
         return grown.divided, grown.gradmax
 
     @property

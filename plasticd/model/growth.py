@@ -29,7 +29,8 @@ preserved. Operations, each exact up to float rounding:
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -39,12 +40,19 @@ from plasticd.model.plastic_net import NEURON_AXES
 OUTGOING = {"w": 1, "w_out": 1}  # parameter -> axis whose entries are a neuron's outgoing weights
 
 
-class Resize(NamedTuple):
-    """A network of M neurons made from one of N: what every surgery returns and ``Engine.resize`` applies."""
+@dataclass(frozen=True)
+class Resize:
+    """A network of M neurons made from one of N: what every surgery returns and ``Engine.resize`` applies.
+
+    Unpacks as ``theta, mask, index`` (``engine.resize(*resize)``).
+    """
 
     theta: dict[str, Tensor]  # each (S, ...) sized for M neurons
     mask: Tensor  # (M, M) bool
     index: Tensor  # (M,) int64 on the CPU: the old neuron behind each new position, -1 for a fresh one
+
+    def __iter__(self) -> Iterator[dict[str, Tensor] | Tensor]:
+        return iter((self.theta, self.mask, self.index))
 
 
 def gather_neurons(t: Tensor, axes: tuple[int, ...], index: Tensor, lead: int = 0) -> Tensor:

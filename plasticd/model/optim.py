@@ -11,6 +11,7 @@ moments start at zero).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import Tensor
@@ -43,7 +44,7 @@ class PlainSGD:
 
     @torch.no_grad()
     def step(self) -> None:
-        grads = [p.grad for p in self.params]
+        grads = cast(list[Tensor], [p.grad for p in self.params])  # every one assigned by the engine
         if self.weight_decay:
             torch._foreach_add_(grads, self.params, alpha=self.weight_decay)
         torch._foreach_add_(self.params, grads, alpha=-self.lr)
