@@ -23,6 +23,7 @@ class DenseMLP:
             torch.nn.Linear(m.input_dim, m.neurons), torch.nn.ReLU(), torch.nn.Linear(m.neurons, m.num_classes)
         )
         params = list(self.model.parameters())
+        self.opt: torch.optim.Optimizer
         if optimizer == "sgd":
             self.opt = torch.optim.SGD(params, lr=lr, momentum=settings.train.momentum, weight_decay=settings.train.weight_decay)
         elif optimizer == "adamw":
