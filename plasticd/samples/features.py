@@ -13,6 +13,8 @@ from plasticd.samples.limits import Limits
 from plasticd.samples.messages import kinds, type_name
 from plasticd.samples.tensors import tensor_to_array
 
+_FLOAT32_MAX = float(np.finfo(np.float32).max)  # a larger |x| would round to infinity
+
 
 def features_from_value(value: Any, limits: Limits) -> np.ndarray:
     """The decoded ``x`` as an array of its own dtype; its shape and values are checked by validated_features."""
@@ -93,6 +95,9 @@ def _check_finite(batch: np.ndarray) -> None:
 
 
 def _check_magnitude(batch: np.ndarray, max_abs: float) -> None:
+    """|x| <= max_abs, and within float32 whatever max_abs says: the batch is float32 from here on."""
+    bound = min(max_abs, _FLOAT32_MAX)
     peak = max(abs(float(batch.min())), abs(float(batch.max())))  # min/max, not abs(): abs(int64 min) overflows
-    if peak > max_abs:
-        raise SampleError("value_out_of_range", f"expected |x| <= {max_abs:g}, found {peak:g}")
+    if peak > bound:
+        within = f"{bound:g}" if bound == max_abs else f"{bound:g} (float32)"
+        raise SampleError("value_out_of_range", f"expected |x| <= {within}, found {peak:g}")

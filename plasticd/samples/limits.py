@@ -11,7 +11,7 @@ class Limits:
 
     max_file_bytes: int = 16 * 1024 * 1024  # on-disk size, checked (fstat) before reading
     max_samples: int = 50_000  # samples per file
-    max_abs_value: float = 1e6  # |x| above this is rejected (keeps the running input scaler finite)
+    max_abs_value: float = 1e15  # |x| above this is rejected: keeps float32 statistics finite (see LimitSettings)
     max_json_depth: int = 64  # nesting depth of JSON arrays and objects
     max_uncompressed_bytes: int = 256 * 1024 * 1024  # sum of zip member sizes; declared size of one array
 

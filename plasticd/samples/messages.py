@@ -19,7 +19,7 @@ def type_name(value: Any) -> str:
 
 def kind_name(kind: type) -> str:
     names = {bool: "a boolean", str: "a string", dict: "a mapping", list: "a list", tuple: "a tuple",
-             type(None): "null", float: "a non-integer number"}  # fmt: skip
+             type(None): "null", int: "an integer", float: "a number"}  # fmt: skip
     return names.get(kind, kind.__name__)
 
 
