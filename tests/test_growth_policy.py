@@ -146,8 +146,7 @@ def test_growth_events_name_the_decision_and_the_sizes() -> None:
 
 def test_worker_handles_a_grow_message(tmp_path) -> None:
     from plasticd.service.messages import Grow
-    from plasticd.service.scheduler import Activity
-    from plasticd.service.worker import Worker
+    from tests.daemon_helpers import worker_around
 
     settings = _noise_settings()
     engine = Engine.from_settings(settings)
@@ -155,11 +154,9 @@ def test_worker_handles_a_grow_message(tmp_path) -> None:
     x, y = torch.randn(10, 12, generator=torch.Generator().manual_seed(6)), np.zeros(10, dtype=np.int64)
     engine.step(x, y, plasticity=False)  # two horizons seen, but no check ran inside step()
     engine.take_reports()
-    worker = Worker.__new__(Worker)  # only what _handle needs: settings, engine, activity, log, state
-    worker.settings, worker.engine, worker.activity = settings, engine, Activity()
-    worker.__post_init__()
+    worker = worker_around(settings, engine, tmp_path)  # an empty inbox: only the message reaches it
     with capture_logs() as logs:
-        worker._handle(Grow("idle"))
+        worker.handle(Grow("idle"))
     growth_logs = [e for e in logs if e["event"].startswith("growth.")]
     assert [e["event"] for e in growth_logs] == ["growth.decided", "growth.applied"]
     assert growth_logs[0]["trigger"] == "idle" and growth_logs[1]["neurons_after"] > 24 == settings.model.neurons

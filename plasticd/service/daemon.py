@@ -17,19 +17,19 @@ from pathlib import Path
 
 import torch
 
-from plasticd.service.checkpoints import CheckpointStore
-from plasticd.service.claims import Claimer, WorkArea
 from plasticd.config import Settings
 from plasticd.data.fashion_mnist import load_split
-from plasticd.learn.engine import Engine
 from plasticd.errors import ModelLockedError, PlasticdError
-from plasticd.service.feeds import FileFeed, StreamFeed
+from plasticd.learn.engine import Engine
 from plasticd.log import get_logger
+from plasticd.samples import Limits
+from plasticd.service.checkpoints import CheckpointStore
+from plasticd.service.claims import Claimer, WorkArea
+from plasticd.service.feeds import FileFeed, StreamFeed
 from plasticd.service.messages import Wake
 from plasticd.service.notify import Notifier
-from plasticd.service.pipeline import Pipeline
+from plasticd.service.pipeline import Outcome, Pipeline
 from plasticd.service.predictions import PredictionWriter
-from plasticd.samples import Limits
 from plasticd.service.scheduler import MaintenanceScheduler
 from plasticd.service.sources import FolderSource, InboxSource, is_candidate
 from plasticd.service.worker import Worker
@@ -144,16 +144,13 @@ def _attach_progress(worker: Worker, folder: Path) -> None:
 
     total = sum(1 for name in os.listdir(folder) if is_candidate(name))
     bar = tqdm(total=total, unit="file", file=sys.stderr, disable=None, dynamic_ncols=True)
-    process = worker._process
 
-    def process_and_advance(items: list) -> None:
-        before = worker.counters.files_processed + worker.counters.files_failed
-        process(items)
+    def advance(outcome: Outcome) -> None:
         m = worker.engine.snapshot()
-        bar.update(worker.counters.files_processed + worker.counters.files_failed - before)
+        bar.update(outcome.files_processed + len(outcome.failed))
         bar.set_postfix(acc="-" if m.accuracy is None else f"{m.accuracy:.3f}", failed=worker.counters.files_failed)
 
-    worker._process = process_and_advance  # type: ignore[method-assign]
+    worker.on_batch.append(advance)
 
 
 def run_stream(settings: Settings, epochs: int, limit: int | None) -> RunSummary:
