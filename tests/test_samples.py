@@ -204,7 +204,9 @@ def test_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
     assert isinstance(outcome, SampleError) and outcome.reason == "not_a_regular_file"
 
 
-def test_a_symlink_swapped_in_after_the_check_is_refused_on_open(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_symlink_swapped_in_after_the_check_is_refused_on_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / "valid.json").write_bytes(as_json({"x": ROW}))
     link = tmp_path / "x.json"
     link.symlink_to("/etc/passwd")
@@ -280,8 +282,17 @@ def test_decode_bytes_applies_the_file_size_limit_too() -> None:
         ({"x": [ROW], "y": 1}, [1]),
         ({"x": [1, 2, 3, 4], "y": [1], "id": "cam-7/000123"}, [1]),
     ],
-    ids=["single", "single-unlabelled", "single-null", "label-key", "batch-with-null", "batch-label-key",
-         "batch-unlabelled", "batch-of-one-scalar-label", "integers-and-id"],
+    ids=[
+        "single",
+        "single-unlabelled",
+        "single-null",
+        "label-key",
+        "batch-with-null",
+        "batch-label-key",
+        "batch-unlabelled",
+        "batch-of-one-scalar-label",
+        "integers-and-id",
+    ],
 )
 def test_json_sample_is_decoded(document: dict, labels: list[int]) -> None:
     batch = decode(as_json(document), ".json")
@@ -418,9 +429,20 @@ def test_json_error_message_says_what_was_found() -> None:
         ({"x": torch.tensor([[1, 2, 3, 4]], dtype=torch.int16), "y": [1]}, [1]),
         ({"x": torch.tensor([ROW, ROW]).t().contiguous().t(), "y": [1, 1]}, [1, 1]),
     ],
-    ids=["single-int-label", "unlabelled", "batch", "label-key", "0-d-label-tensor", "nested-lists-with-None",
-         "tuple-and-None-label", "float64-uint8", "bfloat16", "float16-requiring-grad", "int16",
-         "non-contiguous"],
+    ids=[
+        "single-int-label",
+        "unlabelled",
+        "batch",
+        "label-key",
+        "0-d-label-tensor",
+        "nested-lists-with-None",
+        "tuple-and-None-label",
+        "float64-uint8",
+        "bfloat16",
+        "float16-requiring-grad",
+        "int16",
+        "non-contiguous",
+    ],
 )
 def test_pt_sample_is_decoded(obj: dict, labels: list[int]) -> None:
     batch = decode(as_pt(obj), ".pt")
@@ -472,7 +494,9 @@ def test_pt_tensor_repeating_one_element_to_a_huge_shape_is_refused() -> None:
     [
         pytest.param({"x": torch.tensor([0.5, float("nan"), 2.0, 3.0])}, "non_finite", id="NaN"),
         pytest.param({"x": torch.tensor([[0.5, 1.0, float("inf"), 3.0]])}, "non_finite", id="inf"),
-        pytest.param({"x": torch.tensor(ROW[:3] + [-1e300], dtype=torch.float64)}, "value_out_of_range", id="huge-float64"),
+        pytest.param(
+            {"x": torch.tensor(ROW[:3] + [-1e300], dtype=torch.float64)}, "value_out_of_range", id="huge-float64"
+        ),
         pytest.param({"x": [0.5, 1, 2, 10**400]}, "value_out_of_range", id="huge-python-int"),
         pytest.param({"x": torch.ones(DIM, dtype=torch.bool)}, "wrong_dtype", id="bool-tensor"),
         pytest.param({"x": torch.ones(DIM, dtype=torch.complex64)}, "wrong_dtype", id="complex-tensor"),
@@ -592,8 +616,11 @@ ONE_X, TWO_X = member("x", np.zeros((1, DIM))), member("x", np.zeros((2, DIM)))
         pytest.param([("x.npy", as_npy(np.array(ROW))[:60])], "bad_archive", id="cut-header"),
         pytest.param([("x.npy", as_npy(np.array(ROW))[:-4])], "truncated", id="cut-data"),
         pytest.param([("x.npy", raw_npy("<f4", (-1, DIM), b""))], "bad_archive", id="negative-dimension"),
-        pytest.param([member("x", np.zeros(3, dtype=[("a", "<f4"), ("b", "O")]), allow_pickle=True)], "object_array",
-                     id="struct-with-object"),
+        pytest.param(
+            [member("x", np.zeros(3, dtype=[("a", "<f4"), ("b", "O")]), allow_pickle=True)],
+            "object_array",
+            id="struct-with-object",
+        ),
         pytest.param([member("x", [0.5, np.nan, 1, 2])], "non_finite", id="NaN"),
         pytest.param([member("x", np.array([[0.5, 1, 2, -np.inf]], dtype=np.float32))], "non_finite", id="minus-inf"),
         pytest.param([member("x", [1, 2, 3, 2**60])], "value_out_of_range", id="huge-int64"),
@@ -610,7 +637,9 @@ ONE_X, TWO_X = member("x", np.zeros((1, DIM))), member("x", np.zeros((2, DIM)))
         pytest.param([ONE_X, member("y", [True])], "label_not_integer", id="bool-labels"),
         pytest.param([ONE_X, member("y", [[1]])], "wrong_rank", id="2-d-labels"),
         pytest.param([TWO_X, member("y", [0, -5])], "label_out_of_range", id="label-minus-5"),
-        pytest.param([TWO_X, member("y", np.array([0, 2**63], dtype=np.uint64))], "label_out_of_range", id="huge-uint64"),
+        pytest.param(
+            [TWO_X, member("y", np.array([0, 2**63], dtype=np.uint64))], "label_out_of_range", id="huge-uint64"
+        ),
         pytest.param([TWO_X, member("y", [0, 1, 2])], "label_count_mismatch", id="extra-label"),
     ],
 )
@@ -676,7 +705,7 @@ SEEDS = {
 
 
 def decode_or_reason(data: bytes, suffix: str, limits: Limits = LIMITS) -> str:
-    """"ok" for a batch that keeps the contract, else the reason: any other exception fails the test."""
+    """ "ok" for a batch that keeps the contract, else the reason: any other exception fails the test."""
     try:
         batch = decode(data, suffix, limits=limits)
     except SampleError as exc:

@@ -35,7 +35,9 @@ def decode_torch(data: bytes, limits: Limits) -> Any:
             return torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
         except pickle.UnpicklingError as exc:  # the weights-only unpickler refused something; nothing ran
             found = short(exc.__context__ or exc)  # the unpickler's own words, e.g. "unsupported GLOBAL posix.system"
-            raise SampleError("unsafe_pickle", f"expected tensors, numbers, lists and dicts only, found: {found}") from exc
+            raise SampleError(
+                "unsafe_pickle", f"expected tensors, numbers, lists and dicts only, found: {found}"
+            ) from exc
 
 
 def decode_npz(data: bytes, limits: Limits) -> dict[str, np.ndarray]:

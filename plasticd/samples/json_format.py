@@ -48,10 +48,11 @@ def _fast_json(data: bytes) -> Any | None:
     parsed once must also be *written* once: each key's quoted text occurs exactly once in
     the bytes, and no backslash escape can spell a key another way. Anything else, and
     every parse error, goes to the strict path. orjson turns an integer beyond 64 bits into
-    the float nearest it where the strict parser keeps the integer; both then meet the same
-    checks and the same answer: in ``x`` the magnitude check on the float64 either becomes,
-    in a label the whole-number and range checks, which such a float and integer both pass
-    or both fail. tests/test_samples_json_paths.py checks the two paths against each other.
+    the nearest float where the strict parser keeps the integer, and neither parser caps it
+    at a digit count below float64's (orjson fails on one beyond float64, so the strict parser
+    refuses it): in ``x`` both become the same float64 before the magnitude check; as a
+    label, such an integer and its float are both whole and both out of range. The two paths
+    are checked against each other in tests/test_samples_json_paths.py.
     """
     if b"\\" in data or data.count(b"{") != 1:
         return None
