@@ -35,6 +35,7 @@ One process writes a folder at a time (the daemon holds a lock for that);
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import json
 import os
@@ -200,7 +201,8 @@ class CheckpointStore:
 
     # -- reading ---------------------------------------------------------------
 
-    def list(self) -> list[CheckpointInfo]:
+    # Below this method, `list` in the class body names it, hence builtins.list in annotations.
+    def list(self) -> builtins.list[CheckpointInfo]:
         """Committed checkpoints (JSON present and parseable), oldest first; tensors files are not verified."""
         infos = []
         for _, json_path in self._checkpoint_files("json"):
@@ -218,10 +220,10 @@ class CheckpointStore:
         JSONs exist but none verifies, raises CheckpointError rather than let the
         daemon silently start from scratch.
         """
-        candidates = list(reversed(self._checkpoint_files("json")))
+        candidates = self._checkpoint_files("json")[::-1]
         if not candidates:
             return None
-        failures: list[tuple[int, Path, str]] = []
+        failures: builtins.list[tuple[int, Path, str]] = []
         for seq, json_path in candidates:
             try:
                 loaded = _verify(json_path)
@@ -235,7 +237,7 @@ class CheckpointStore:
             return loaded
         raise CheckpointError(self._nothing_valid_message(failures))
 
-    def _nothing_valid_message(self, failures: list[tuple[int, Path, str]]) -> str:
+    def _nothing_valid_message(self, failures: builtins.list[tuple[int, Path, str]]) -> str:
         lines = [f"no valid checkpoint in {self.folder}: all {len(failures)} failed verification:"]
         lines += [f"  {path}: {reason}" for _, path, reason in failures]
         lines.append(
@@ -248,13 +250,13 @@ class CheckpointStore:
 
     # -- housekeeping ----------------------------------------------------------
 
-    def clean_stray(self) -> list[Path]:
+    def clean_stray(self) -> builtins.list[Path]:
         """Remove ``.tmp-*`` files and tensors files without a JSON; returns the paths removed.
 
         Call it only while no save runs (at start-up). Other files are never touched.
         """
         committed = {seq for seq, _ in self._checkpoint_files("json")}
-        stray: list[tuple[Path, str]] = []
+        stray: builtins.list[tuple[Path, str]] = []
         for entry in sorted(os.scandir(self.folder), key=lambda e: e.name):
             if entry.name.startswith(TEMP_PREFIX) and entry.is_file(follow_symlinks=False):
                 stray.append((Path(entry.path), "temp"))
@@ -269,7 +271,7 @@ class CheckpointStore:
             self._log.info("checkpoint.stray_removed", path=str(path), kind=kind)
         return [path for path, _ in stray]
 
-    def _checkpoint_files(self, suffix: str) -> list[tuple[int, Path]]:
+    def _checkpoint_files(self, suffix: str) -> builtins.list[tuple[int, Path]]:
         """(seq, path) of the ``ckpt-<seq>.<suffix>`` regular files, oldest first."""
         found = []
         for entry in os.scandir(self.folder):

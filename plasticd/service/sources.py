@@ -23,6 +23,7 @@ from pathlib import Path
 
 from watchdog.events import FileClosedEvent, FileMovedEvent, FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver  # `Observer` is a platform-chosen variable, not a type
 
 from plasticd.errors import PlasticdError
 from plasticd.log import get_logger
@@ -44,7 +45,7 @@ def _shorten_move_pairing() -> None:
     InotifyMoveEventGrouper.delay = MOVE_PAIRING_DELAY_S
 
 
-def _observer() -> Observer:
+def _observer() -> BaseObserver:
     """inotify with full move events where available: a file renamed in from another folder then
     arrives as a move (watchdog otherwise reports it as a *create*, indistinguishable from a file
     opened for writing, and it would wait for a rescan)."""
@@ -104,7 +105,7 @@ class FolderSource:
     def take(self, limit: int) -> list[Path]:
         """Up to ``limit`` ready paths, oldest first; each is handed out once."""
         with self._lock:
-            names = []
+            names: list[str] = []
             while self._ready and len(names) < limit:
                 names.append(self._ready.popitem(last=False)[0])
         return [self.folder / name for name in names]
@@ -141,7 +142,7 @@ class InboxSource(FolderSource):
     def __init__(self, folder: Path, settle_seconds: float, wake: Callable[[], None]) -> None:
         super().__init__(folder, settle_seconds)
         self.wake = wake
-        self._observer: Observer | None = None
+        self._observer: BaseObserver | None = None
         self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the folder being watched
         self.log = get_logger("inbox")
 
