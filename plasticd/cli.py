@@ -161,7 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_SETTINGS_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--source", choices=["inbox", "fashion-mnist"], default="inbox", help="where samples come from (default inbox)")
+    p.add_argument(
+        "--source", choices=["inbox", "fashion-mnist"], default="inbox", help="where samples come from (default inbox)"
+    )
     p.add_argument("--epochs", type=_positive_int, default=1, help="fashion-mnist: passes over the stream (default 1)")
     p.add_argument("--limit", type=_positive_int, help="fashion-mnist: samples per pass (default: all 60000)")
     _settings_args(p)

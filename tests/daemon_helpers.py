@@ -92,7 +92,15 @@ class Daemon:
         return out
 
     def wait_for_event(self, name: str, timeout: float = 60.0, count: int = 1) -> list[dict]:
-        return wait_until(lambda: [e for e in self.events() if e.get("event") == name][:count] if len([e for e in self.events() if e.get("event") == name]) >= count else None, timeout, f"event {name} x{count}\n{self.tail()}")
+        return wait_until(
+            lambda: (
+                [e for e in self.events() if e.get("event") == name][:count]
+                if len([e for e in self.events() if e.get("event") == name]) >= count
+                else None
+            ),
+            timeout,
+            f"event {name} x{count}\n{self.tail()}",
+        )
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
         if self.proc.poll() is None:

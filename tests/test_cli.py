@@ -77,7 +77,9 @@ def test_invalid_setting_exits_2_naming_the_field() -> None:
 
 
 def test_missing_dataset_exits_1_saying_how_to_get_it(tmp_path: Path) -> None:
-    out = plasticd("run", "--source", "fashion-mnist", "--limit", "10", "--set", f"paths.dataset={tmp_path / 'none'}", cwd=tmp_path)
+    out = plasticd(
+        "run", "--source", "fashion-mnist", "--limit", "10", "--set", f"paths.dataset={tmp_path / 'none'}", cwd=tmp_path
+    )
     assert out.returncode == 1
     assert "apt-get install dataset-fashion-mnist" in out.stderr
 

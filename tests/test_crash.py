@@ -60,8 +60,10 @@ def test_kill_9_at_random_moments_loses_nothing_and_trains_each_sample_once(tmp_
         final.wait_for_event("daemon.ready", timeout=120)
         work = tmp_path / "data_work"
         wait_until(
-            lambda: not files_in(tmp_path / "data_inbox")
-            and not [p for p in work.rglob("*") if p.is_file() and p.name not in ("OWNER", "session.json")],
+            lambda: (
+                not files_in(tmp_path / "data_inbox")
+                and not [p for p in work.rglob("*") if p.is_file() and p.name not in ("OWNER", "session.json")]
+            ),
             180,
             "inbox and work area drained",
         )
@@ -86,4 +88,7 @@ def test_kill_9_at_random_moments_loses_nothing_and_trains_each_sample_once(tmp_
     # every sample has a prediction; re-emitted ones carry the same id
     ids = {p["id"] for p in predictions(tmp_path)}
     assert len(ids) == sum(expected_samples.values())
-    print(f"\nkill -9 points: {KILLS}; events across runs: " + json.dumps({k: seen[k] for k in sorted(seen) if k.split('.')[0] in ('checkpoint', 'recovery')}))
+    print(
+        f"\nkill -9 points: {KILLS}; events across runs: "
+        + json.dumps({k: seen[k] for k in sorted(seen) if k.split(".")[0] in ("checkpoint", "recovery")})
+    )

@@ -64,7 +64,10 @@ def test_bad_files_are_quarantined_with_a_reason_and_the_daemon_goes_on(root: Pa
         assert d.proc.poll() is None, "the daemon died"
     finally:
         assert d.stop() == 0
-    reasons = {p.name.removesuffix(".error.json"): json.loads(p.read_text())["reason"] for p in files_in(root / "data_failed", "*.error.json")}
+    reasons = {
+        p.name.removesuffix(".error.json"): json.loads(p.read_text())["reason"]
+        for p in files_in(root / "data_failed", "*.error.json")
+    }
     assert reasons == {
         "short.json": "wrong_length",
         "nan.json": "non_finite",
@@ -131,14 +134,22 @@ def test_status_reports_the_running_daemon(root: Path) -> None:
         wait_until(lambda: len(predictions(root)) == 1, 30, "a prediction")
         wait_until(lambda: json.loads((root / "state" / "status.json").read_text())["samples_seen"] == 1, 10, "status")
         out = subprocess.run(
-            [sys.executable, "-m", "plasticd", "status", "--config", "plasticd.toml"], cwd=root, capture_output=True, text=True, timeout=60
+            [sys.executable, "-m", "plasticd", "status", "--config", "plasticd.toml"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert out.returncode == 0, out.stderr
         assert "state:" in out.stdout and "samples seen:        1" in out.stdout and "not running" not in out.stdout
     finally:
         assert d.stop() == 0
     out = subprocess.run(
-        [sys.executable, "-m", "plasticd", "status", "--config", "plasticd.toml", "--json"], cwd=root, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "plasticd", "status", "--config", "plasticd.toml", "--json"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     status = json.loads(out.stdout)
     assert status["state"] == "stopped" and status["samples_trained"] == 1 and status["last_checkpoint"]
@@ -198,7 +209,11 @@ def test_ingest_refuses_while_a_daemon_owns_the_model(root: Path) -> None:
     try:
         d.wait_for_event("daemon.ready")
         out = subprocess.run(
-            [sys.executable, "-m", "plasticd", "ingest", "todo", "--config", "plasticd.toml"], cwd=root, capture_output=True, text=True, timeout=60
+            [sys.executable, "-m", "plasticd", "ingest", "todo", "--config", "plasticd.toml"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert out.returncode == 1
         assert f"pid {d.proc.pid}" in out.stderr and "owns the model" in out.stderr

@@ -172,7 +172,11 @@ def test_refuses_to_start_when_every_checkpoint_is_corrupt(tmp_path: Path) -> No
     tensors.write_bytes(tensors.read_bytes()[:-7])
     drop(tmp_path / "data_inbox", "waiting.json", sample_json(np.random.default_rng(3)))
     out = subprocess.run(
-        [sys.executable, "-m", "plasticd", "run", "--config", "plasticd.toml"], cwd=tmp_path, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "plasticd", "run", "--config", "plasticd.toml"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert out.returncode == 1, out.stderr[-3000:]
     err = out.stderr

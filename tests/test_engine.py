@@ -29,7 +29,9 @@ def _live_logits(engine: Engine, x: torch.Tensor) -> torch.Tensor:
 
 @pytest.mark.parametrize("average_decay", [0.0, 0.998])
 def test_each_sample_is_predicted_before_the_step_that_trains_on_it(average_decay: float) -> None:
-    engine = Engine.from_settings(small_settings(train={"average_decay": average_decay, "average_every": 1}, model={"input_norm": False}))
+    engine = Engine.from_settings(
+        small_settings(train={"average_decay": average_decay, "average_every": 1}, model={"input_norm": False})
+    )
     x, y = _data(40)
     for i in range(20):  # move away from the initial weights first
         engine.step(x[i : i + 1], y[i : i + 1])

@@ -204,9 +204,7 @@ def test_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
     assert isinstance(outcome, SampleError) and outcome.reason == "not_a_regular_file"
 
 
-def test_a_symlink_swapped_in_after_the_check_is_refused_on_open(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_symlink_swapped_in_after_the_check_is_refused_on_open(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "valid.json").write_bytes(as_json({"x": ROW}))
     link = tmp_path / "x.json"
     link.symlink_to("/etc/passwd")
@@ -215,9 +213,7 @@ def test_a_symlink_swapped_in_after_the_check_is_refused_on_open(
     assert file_reason(link) == "not_a_regular_file"
 
 
-def test_a_fifo_swapped_in_after_the_check_is_refused_without_blocking(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_fifo_swapped_in_after_the_check_is_refused_without_blocking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "valid.json").write_bytes(as_json({"x": ROW}))
     fifo = tmp_path / "x.json"
     os.mkfifo(fifo)
@@ -494,9 +490,7 @@ def test_pt_tensor_repeating_one_element_to_a_huge_shape_is_refused() -> None:
     [
         pytest.param({"x": torch.tensor([0.5, float("nan"), 2.0, 3.0])}, "non_finite", id="NaN"),
         pytest.param({"x": torch.tensor([[0.5, 1.0, float("inf"), 3.0]])}, "non_finite", id="inf"),
-        pytest.param(
-            {"x": torch.tensor(ROW[:3] + [-1e300], dtype=torch.float64)}, "value_out_of_range", id="huge-float64"
-        ),
+        pytest.param({"x": torch.tensor(ROW[:3] + [-1e300], dtype=torch.float64)}, "value_out_of_range", id="huge-float64"),
         pytest.param({"x": [0.5, 1, 2, 10**400]}, "value_out_of_range", id="huge-python-int"),
         pytest.param({"x": torch.ones(DIM, dtype=torch.bool)}, "wrong_dtype", id="bool-tensor"),
         pytest.param({"x": torch.ones(DIM, dtype=torch.complex64)}, "wrong_dtype", id="complex-tensor"),
@@ -637,9 +631,7 @@ ONE_X, TWO_X = member("x", np.zeros((1, DIM))), member("x", np.zeros((2, DIM)))
         pytest.param([ONE_X, member("y", [True])], "label_not_integer", id="bool-labels"),
         pytest.param([ONE_X, member("y", [[1]])], "wrong_rank", id="2-d-labels"),
         pytest.param([TWO_X, member("y", [0, -5])], "label_out_of_range", id="label-minus-5"),
-        pytest.param(
-            [TWO_X, member("y", np.array([0, 2**63], dtype=np.uint64))], "label_out_of_range", id="huge-uint64"
-        ),
+        pytest.param([TWO_X, member("y", np.array([0, 2**63], dtype=np.uint64))], "label_out_of_range", id="huge-uint64"),
         pytest.param([TWO_X, member("y", [0, 1, 2])], "label_count_mismatch", id="extra-label"),
     ],
 )

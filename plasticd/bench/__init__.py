@@ -28,7 +28,9 @@ _OLD_FLAGS = {"--daemon": "daemon", "--growth": "growth", "--continual": "contin
 class _NowASubcommand(argparse.Action):
     """``plasticd bench --growth`` (before the command group): say what it is called now."""
 
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object, option_string: str | None = None) -> None:
+    def __call__(
+        self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object, option_string: str | None = None
+    ) -> None:
         parser.error(f"{option_string} is now a sub-command: plasticd bench {_OLD_FLAGS[str(option_string)]} [options]")
 
 

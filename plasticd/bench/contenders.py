@@ -173,7 +173,9 @@ def _ingest(stream: Stream, settings: Settings) -> Run:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PLASTICD_")}  # the TOML says it all
         cmd = [sys.executable, "-m", "plasticd", "ingest", str(backlog), "--to", str(root / "done"), "--config", str(config)]
         t0 = time.perf_counter()
-        done = subprocess.run([*cmd, "--no-progress", "--log-level", "warning"], cwd=root, env=env, capture_output=True, text=True, check=False)
+        done = subprocess.run(
+            [*cmd, "--no-progress", "--log-level", "warning"], cwd=root, env=env, capture_output=True, text=True, check=False
+        )
         wall = time.perf_counter() - t0
         if done.returncode != 0:
             raise RuntimeError(f"plasticd ingest failed ({done.returncode}) on {stream.name}: {done.stderr[-2000:]}")

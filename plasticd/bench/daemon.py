@@ -89,7 +89,10 @@ class _Daemon:
         self.log_path = root / "daemon.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "plasticd", "run", "--config", str(config)], cwd=root, stdout=self._log, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "plasticd", "run", "--config", str(config)],
+            cwd=root,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
         )
         self.predictions = root / "state" / "predictions.jsonl"
 
@@ -137,7 +140,7 @@ def _config(root: Path, settings: Settings) -> Path:
         "[runtime]\n"
         f"threads = {settings.runtime.threads}\n"
         f'device = "{settings.runtime.device}"\n'
-        "[log]\nformat = \"json\"\nlevel = \"info\"\n"  # as operators run it: one event per sample
+        '[log]\nformat = "json"\nlevel = "info"\n'  # as operators run it: one event per sample
     )
     return path
 
@@ -221,12 +224,17 @@ def run_daemon_bench(settings: Settings, opts: DaemonBenchOptions) -> dict:
     train = load_split(settings.paths.dataset, "train")
     x, y = train.x[: opts.files], train.y[: opts.files]
     results: dict = {"backlog": [], "steady": None}
-    print(f"plasticd bench daemon: {opts.files} files per format, steady phase {opts.rate:g} files/s for {opts.seconds:g} s", flush=True)
+    print(
+        f"plasticd bench daemon: {opts.files} files per format, steady phase {opts.rate:g} files/s for {opts.seconds:g} s",
+        flush=True,
+    )
     for fmt in opts.formats:
         with tempfile.TemporaryDirectory(prefix="plasticd-bench-") as tmp:
             r = _backlog(Path(tmp), x, y, fmt, settings)
         results["backlog"].append(r)
-        floors = f"I/O floor {r['floor_files_per_s']:.0f} files/s (daemon = {r['daemon_files_per_s'] / r['floor_files_per_s']:.0%})"
+        floors = (
+            f"I/O floor {r['floor_files_per_s']:.0f} files/s (daemon = {r['daemon_files_per_s'] / r['floor_files_per_s']:.0%})"
+        )
         if r["floor_stdlib_json_files_per_s"]:
             std = r["floor_stdlib_json_files_per_s"]
             floors += f", with stdlib json {std:.0f} files/s (daemon = {r['daemon_files_per_s'] / std:.0%})"
@@ -246,13 +254,21 @@ def run_daemon_bench(settings: Settings, opts: DaemonBenchOptions) -> dict:
     js = next((r for r in results["backlog"] if r["format"] == "json"), None)
     print("targets:")
     if js:
-        print(f"  sustained files/s under backlog (.json)   {js['daemon_files_per_s']:7.0f}  (target >= 2000)  {'met' if js['daemon_files_per_s'] >= 2000 else 'MISSED'}")
+        print(
+            f"  sustained files/s under backlog (.json)   {js['daemon_files_per_s']:7.0f}  (target >= 2000)  {'met' if js['daemon_files_per_s'] >= 2000 else 'MISSED'}"
+        )
         for label, key in (("orjson", "floor_files_per_s"), ("stdlib json", "floor_stdlib_json_files_per_s")):
             share = js["daemon_files_per_s"] / js[key]
-            print(f"  share of the I/O floor ({label:<11})       {share:7.0%}  (target >= 50%)   {'met' if share >= 0.5 else 'MISSED'}")
-    print(f"  latency p99 at {s['rate_files_per_s']:.0f} files/s               {s['latency_p99_ms']:7.1f}ms (target <= 50 ms) {'met' if s['latency_p99_ms'] <= 50 else 'MISSED'}")
+            print(
+                f"  share of the I/O floor ({label:<11})       {share:7.0%}  (target >= 50%)   {'met' if share >= 0.5 else 'MISSED'}"
+            )
+    print(
+        f"  latency p99 at {s['rate_files_per_s']:.0f} files/s               {s['latency_p99_ms']:7.1f}ms (target <= 50 ms) {'met' if s['latency_p99_ms'] <= 50 else 'MISSED'}"
+    )
     rss = max([r["peak_rss_mb"] for r in results["backlog"]] + [s["peak_rss_mb"]])
-    print(f"  daemon peak RSS, N={settings.model.neurons}                   {rss:7.0f}MB (target <= 400 MB) {'met' if rss <= 400 else 'MISSED'}")
+    print(
+        f"  daemon peak RSS, N={settings.model.neurons}                   {rss:7.0f}MB (target <= 400 MB) {'met' if rss <= 400 else 'MISSED'}"
+    )
     if opts.json_out is not None:
         write_results(opts.json_out, results)
     return results
@@ -281,6 +297,8 @@ def register(subparsers: SubParsers) -> argparse.ArgumentParser:
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
     """``plasticd bench daemon`` with its parsed options."""
-    opts = DaemonBenchOptions(files=args.files, rate=args.rate, seconds=args.seconds, formats=tuple(args.formats), json_out=args.json)
+    opts = DaemonBenchOptions(
+        files=args.files, rate=args.rate, seconds=args.seconds, formats=tuple(args.formats), json_out=args.json
+    )
     run_daemon_bench(settings, opts)
     return 0

@@ -278,7 +278,6 @@ def run_bench(settings: Settings, opts: BenchOptions) -> int:
     return 0
 
 
-
 # ---------------------------------------------------------------- command line
 
 

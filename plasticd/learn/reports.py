@@ -111,7 +111,9 @@ def log_merge(log, report: MergeReport) -> None:
     r = report
     fields = {"reason": r.reason, "lam": r.lam, "tasks": r.tasks, "neurons": r.neurons, "trained": r.trained}
     if report.skipped is None:
-        log.info("merge.applied", changed=report.entries_changed, entries=report.entries, merge_ms=round(report.merge_ms, 2), **fields)
+        log.info(
+            "merge.applied", changed=report.entries_changed, entries=report.entries, merge_ms=round(report.merge_ms, 2), **fields
+        )
     elif report.refused:
         log.error("merge.refused", why=report.skipped, **fields)
     else:

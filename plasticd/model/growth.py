@@ -149,7 +149,7 @@ def add_neurons(
     theta["w_in"][:, n:] = w_in.to(theta["w_in"])
     theta["b_in"][:, n:] = b_in.to(theta["b_in"])
     theta["w_out"][:, :, n:] = w_out.to(theta["w_out"])
-    theta["w"][:, :n, n:] = (w_col.to(theta["w"]) * cols.to(theta["w"]))
+    theta["w"][:, :n, n:] = w_col.to(theta["w"]) * cols.to(theta["w"])
     return Resize(theta, mask, index)
 
 

@@ -99,9 +99,7 @@ def forward(theta: dict[str, Tensor], x: Tensor, cfg: NetConfig) -> Trace:
     return Trace(x=x, h=h, logits=logits)
 
 
-def backward(
-    live: dict[str, Tensor], trace: Trace, dlogits: Tensor, grads: dict[str, Tensor], cfg: NetConfig
-) -> None:
+def backward(live: dict[str, Tensor], trace: Trace, dlogits: Tensor, grads: dict[str, Tensor], cfg: NetConfig) -> None:
     """Write dL/dθ of the live copy into ``grads`` given dL/dlogits (B, C) of that copy.
 
     ``live`` holds the live copy's parameters without the copy axis.

@@ -35,9 +35,7 @@ def decode_torch(data: bytes, limits: Limits) -> Any:
             return torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
         except pickle.UnpicklingError as exc:  # the weights-only unpickler refused something; nothing ran
             found = short(exc.__context__ or exc)  # the unpickler's own words, e.g. "unsupported GLOBAL posix.system"
-            raise SampleError(
-                "unsafe_pickle", f"expected tensors, numbers, lists and dicts only, found: {found}"
-            ) from exc
+            raise SampleError("unsafe_pickle", f"expected tensors, numbers, lists and dicts only, found: {found}") from exc
 
 
 def decode_npz(data: bytes, limits: Limits) -> dict[str, np.ndarray]:
@@ -111,9 +109,7 @@ def _read_npy_header(stream: IO[bytes]) -> tuple[tuple[int, ...], np.dtype]:
     return shape, dtype
 
 
-def _check_npy_header(
-    info: zipfile.ZipInfo, shape: tuple[int, ...], dtype: np.dtype, header_end: int, limits: Limits
-) -> None:
+def _check_npy_header(info: zipfile.ZipInfo, shape: tuple[int, ...], dtype: np.dtype, header_end: int, limits: Limits) -> None:
     """Refuse object arrays and sizes the header declares, before any array data is read."""
     name, budget = info.filename, limits.max_uncompressed_bytes
     if dtype.hasobject:

@@ -93,9 +93,7 @@ def _check_integral(y: np.ndarray) -> None:
         return
     if bad.any():
         first = int(np.argmax(bad))
-        raise SampleError(
-            "label_not_integer", f"expected integer labels, found {_label_text(y[first])} (sample {first})"
-        )
+        raise SampleError("label_not_integer", f"expected integer labels, found {_label_text(y[first])} (sample {first})")
 
 
 def _label_text(value: Any) -> str:
@@ -104,8 +102,6 @@ def _label_text(value: Any) -> str:
         return str(bool(value)).lower()
     if isinstance(value, (float, np.floating)):
         number = float(value)
-        return (
-            str(int(number)) if math.isfinite(number) and number.is_integer() and abs(number) < 1e16 else repr(number)
-        )
+        return str(int(number)) if math.isfinite(number) and number.is_integer() and abs(number) < 1e16 else repr(number)
     number = int(value)
     return str(number) if abs(number) < 10**20 else f"an integer of {number.bit_length()} bits"

@@ -299,9 +299,7 @@ def _cpu_copies(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return copies
 
 
-def _make_record(
-    seq: int, created: str, tensors_file: str, cpu: dict[str, torch.Tensor], payload: bytes, meta: dict
-) -> bytes:
+def _make_record(seq: int, created: str, tensors_file: str, cpu: dict[str, torch.Tensor], payload: bytes, meta: dict) -> bytes:
     """The JSON commit record, encoded; CheckpointError when ``meta`` is not a JSON-serialisable dict."""
     if not isinstance(meta, dict):
         raise CheckpointError(f"checkpoint meta must be a dict, got {type(meta).__name__}")

@@ -116,7 +116,9 @@ class WorkArea:
                 if not any(folder.iterdir()):
                     folder.rmdir()
                 continue
-            out.append(Session(id=record["id"], folder=folder, source=Path(record["source"]), destination=Path(record["destination"])))
+            out.append(
+                Session(id=record["id"], folder=folder, source=Path(record["source"]), destination=Path(record["destination"]))
+            )
         return out
 
     @staticmethod

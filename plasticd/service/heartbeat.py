@@ -94,7 +94,11 @@ class Heartbeat:
         )
 
     def model_facts(self) -> dict:
-        return {"neurons": self.engine.cfg.neurons, "active_connections": self.engine.active_connections, "device": str(self.engine.device)}
+        return {
+            "neurons": self.engine.cfg.neurons,
+            "active_connections": self.engine.active_connections,
+            "device": str(self.engine.device),
+        }
 
     def status_line(self) -> str:
         m = self.engine.snapshot()
@@ -124,7 +128,9 @@ class Heartbeat:
                 "queue_depth": self.feed.backlog,
                 "pending_files": self.checkpoints.waiting,
                 **self.model_facts(),
-                "last_checkpoint": None if ckpt is None else {"path": str(ckpt.json_path), "seq": ckpt.seq, "created": ckpt.created},
+                "last_checkpoint": None
+                if ckpt is None
+                else {"path": str(ckpt.json_path), "seq": ckpt.seq, "created": ckpt.created},
                 "inbox": str(self.settings.paths.inbox),
             },
         )

@@ -187,7 +187,9 @@ class InboxSource(FolderSource):
             self.start()
             return self._list()
         except OSError as exc:
-            raise PlasticdError(f"inbox {self.folder} cannot be listed: {exc}; fix it (it must be a folder plasticd may read and write)") from exc
+            raise PlasticdError(
+                f"inbox {self.folder} cannot be listed: {exc}; fix it (it must be a folder plasticd may read and write)"
+            ) from exc
 
     def _watching(self) -> bool:
         """False once the watch ended: inotify ends it when the folder is deleted (a new one may reuse the inode)."""

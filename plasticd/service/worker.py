@@ -79,7 +79,15 @@ class Worker:
         self.log = get_logger("worker")
         self.messages: queue.SimpleQueue[Message] = queue.SimpleQueue()
         self.checkpoints = Checkpointing(
-            self.settings, self.engine, self.store, self.feed, self.predictions, self.activity, self.counters, self.work, self.session
+            self.settings,
+            self.engine,
+            self.store,
+            self.feed,
+            self.predictions,
+            self.activity,
+            self.counters,
+            self.work,
+            self.session,
         )
         self.heartbeat = Heartbeat(self.settings, self.engine, self.feed, self.notifier, self.counters, self.checkpoints)
         self.stopping = False  # the loop ends before its next turn
@@ -157,7 +165,9 @@ class Worker:
             self.counters.restore(loaded.meta.get("counters", {}))
             self.checkpoints.last = loaded.info
             self.feed.resume(loaded.meta)
-            self.log.info("checkpoint.loaded", path=str(loaded.info.json_path), seq=loaded.info.seq, samples=self.engine.metrics.seen)
+            self.log.info(
+                "checkpoint.loaded", path=str(loaded.info.json_path), seq=loaded.info.seq, samples=self.engine.metrics.seen
+            )
         if self.work is None:
             return
         unmoved = self.checkpoints.unmoved
