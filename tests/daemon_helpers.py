@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -85,10 +86,8 @@ class Daemon:
         out = []
         for line in self.log_path.read_text(errors="replace").splitlines():
             if line.startswith("{"):
-                try:
+                with contextlib.suppress(ValueError):  # a line still being written
                     out.append(json.loads(line))
-                except ValueError:
-                    pass
         return out
 
     def wait_for_event(self, name: str, timeout: float = 60.0, count: int = 1) -> list[dict]:

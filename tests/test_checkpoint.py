@@ -14,9 +14,9 @@ import pytest
 import torch
 from structlog.testing import capture_logs
 
+from plasticd.errors import CheckpointError
 from plasticd.service import checkpoints as checkpoint
 from plasticd.service.checkpoints import FORMAT_VERSION, CheckpointStore
-from plasticd.errors import CheckpointError
 
 
 class _Crash(BaseException):
@@ -417,7 +417,7 @@ def _fail_write(monkeypatch, suffix: str) -> None:
     """The checkpoint module's ``open`` hands out a disk-filling file for temp files ending in ``suffix``."""
 
     def fake_open(path, mode="r", *args, **kwargs):
-        handle = open(path, mode, *args, **kwargs)
+        handle = open(path, mode, *args, **kwargs)  # noqa: SIM115 (handed to the caller, who closes it)
         return _FillsTheDisk(handle) if str(path).endswith(suffix) else handle
 
     monkeypatch.setattr(checkpoint, "open", fake_open, raising=False)

@@ -105,7 +105,8 @@ def test_run_streams_fashion_mnist_and_logs_json(fashion_mnist_dir: Path, tmp_pa
 @pytest.mark.slow
 def test_bench_prints_a_table_with_ratios(fashion_mnist_dir: Path, tmp_path: Path) -> None:
     out = plasticd(
-        "bench", "learn", "--samples", "300", "--set", f"paths.checkpoints={tmp_path / 'ck'}", "--micro-batch", "8", "--rewire-sizes", "32", "64", "--threads", "1",
+        "bench", "learn", "--samples", "300", "--set", f"paths.checkpoints={tmp_path / 'ck'}", "--micro-batch", "8",
+        "--rewire-sizes", "32", "64", "--threads", "1",
         "--only", "plastic-b1", "plastic-b8", "mlp", "--json", str(tmp_path / "b.json"),
         "--set", f"paths.dataset={fashion_mnist_dir}",
     )  # fmt: skip

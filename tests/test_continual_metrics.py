@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from plasticd.bench.continual import ContinualOptions, build_tasks, format_report, RunResult
-from plasticd.learn.continual_metrics import average_accuracy, backward_transfer, forgetting, scores
+from plasticd.bench.continual import ContinualOptions, RunResult, build_tasks, format_report
 from plasticd.data.fashion_mnist import Split
+from plasticd.learn.continual_metrics import average_accuracy, backward_transfer, forgetting, scores
 
 # R[i, j]: accuracy on task j after training task i (upper triangle: tasks not yet learned).
 R = np.array(

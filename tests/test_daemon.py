@@ -225,7 +225,8 @@ def test_ingest_refuses_while_a_daemon_owns_the_model(root: Path) -> None:
 def test_fashion_mnist_source_runs_through_the_daemon(root: Path, fashion_mnist_dir: Path) -> None:
     cfg = root / "fm.toml"
     cfg.write_text(
-        f'[paths]\ndataset = "{fashion_mnist_dir}"\n[runtime]\nthreads = 1\n[log]\nformat = "json"\n[plasticity]\ninterval = 300\n'
+        f'[paths]\ndataset = "{fashion_mnist_dir}"\n[runtime]\nthreads = 1\n'
+        '[log]\nformat = "json"\n[plasticity]\ninterval = 300\n'
     )
     out = subprocess.run(
         [sys.executable, "-m", "plasticd", "run", "--source", "fashion-mnist", "--limit", "960", "--config", str(cfg)],

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from plasticd.service.checkpoints import CheckpointStore
 from plasticd.config import load_settings
 from plasticd.learn.engine import Engine
+from plasticd.service.checkpoints import CheckpointStore
 from tests.daemon_helpers import Daemon, drop, files_in, predictions, sample_json, wait_until, work_files, write_config
 
 pytestmark = pytest.mark.slow
@@ -96,7 +96,8 @@ def test_two_daemons_and_an_ingest_on_one_inbox_process_each_file_exactly_once(t
     b_cfg, c_cfg = _second_model(tmp_path, "b"), _second_model(tmp_path, "c")
     a, b = Daemon(tmp_path), Daemon(tmp_path, "--config", str(b_cfg))  # the later --config wins
     ingest = subprocess.Popen(
-        [sys.executable, "-m", "plasticd", "ingest", "data_inbox", "--to", "c_processed", "--no-progress", "--config", str(c_cfg)],
+        [sys.executable, "-m", "plasticd", "ingest", "data_inbox", "--to", "c_processed", "--no-progress",
+         "--config", str(c_cfg)],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:

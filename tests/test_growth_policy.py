@@ -250,7 +250,8 @@ def test_bench_growth_compares_grown_with_fixed_networks(tmp_path, fashion_mnist
     out = subprocess.run(
         [sys.executable, "-m", "plasticd", "bench", "growth", "--samples", "600", "--growth-seeds", "1",
          "--start-neurons", "16", "--json", str(tmp_path / "g.json"), "--set", f'paths.dataset="{fashion_mnist_dir}"',
-         "--set", "runtime.threads=1", "--set", "growth.horizon=100", "--set", "growth.interval=50", "--set", "growth.min_delta=0.0"],
+         "--set", "runtime.threads=1", "--set", "growth.horizon=100", "--set", "growth.interval=50",
+         "--set", "growth.min_delta=0.0"],
         cwd=tmp_path, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from plasticd.data.fashion_mnist import load_split
-from plasticd.learn.engine import Engine
 from plasticd.data.stream import stream_batches
+from plasticd.learn.engine import Engine
 from tests.conftest import make_settings
 
 

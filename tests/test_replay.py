@@ -53,7 +53,7 @@ def test_checkpoint_round_trip_restores_contents_and_draws() -> None:
     other = ReservoirBuffer(50, 3, seed=99)
     other.load_state_dict(state)
     assert other.offered == 120 and torch.equal(other.x, buf.x) and torch.equal(other.y, buf.y)
-    assert all(torch.equal(a, b) for a, b in zip(other.sample(8), buf.sample(8)))
+    assert all(torch.equal(a, b) for a, b in zip(other.sample(8), buf.sample(8), strict=True))
     bigger = ReservoirBuffer(80, 3)
     bigger.load_state_dict(state)
     assert len(bigger) == 50 and torch.equal(bigger.y[:50], buf.y)

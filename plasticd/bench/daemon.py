@@ -254,24 +254,25 @@ def run_daemon_bench(settings: Settings, opts: DaemonBenchOptions) -> dict:
     js = next((r for r in results["backlog"] if r["format"] == "json"), None)
     print("targets:")
     if js:
-        print(
-            f"  sustained files/s under backlog (.json)   {js['daemon_files_per_s']:7.0f}  (target >= 2000)  {'met' if js['daemon_files_per_s'] >= 2000 else 'MISSED'}"
-        )
+        rate = js["daemon_files_per_s"]
+        print(f"  sustained files/s under backlog (.json)   {rate:7.0f}  (target >= 2000)  {_verdict(rate >= 2000)}")
         for label, key in (("orjson", "floor_files_per_s"), ("stdlib json", "floor_stdlib_json_files_per_s")):
-            share = js["daemon_files_per_s"] / js[key]
-            print(
-                f"  share of the I/O floor ({label:<11})       {share:7.0%}  (target >= 50%)   {'met' if share >= 0.5 else 'MISSED'}"
-            )
+            share = rate / js[key]
+            print(f"  share of the I/O floor ({label:<11})       {share:7.0%}  (target >= 50%)   {_verdict(share >= 0.5)}")
+    p99 = s["latency_p99_ms"]
     print(
-        f"  latency p99 at {s['rate_files_per_s']:.0f} files/s               {s['latency_p99_ms']:7.1f}ms (target <= 50 ms) {'met' if s['latency_p99_ms'] <= 50 else 'MISSED'}"
+        f"  latency p99 at {s['rate_files_per_s']:.0f} files/s               {p99:7.1f}ms (target <= 50 ms) {_verdict(p99 <= 50)}"
     )
     rss = max([r["peak_rss_mb"] for r in results["backlog"]] + [s["peak_rss_mb"]])
-    print(
-        f"  daemon peak RSS, N={settings.model.neurons}                   {rss:7.0f}MB (target <= 400 MB) {'met' if rss <= 400 else 'MISSED'}"
-    )
+    n = settings.model.neurons
+    print(f"  daemon peak RSS, N={n}                   {rss:7.0f}MB (target <= 400 MB) {_verdict(rss <= 400)}")
     if opts.json_out is not None:
         write_results(opts.json_out, results)
     return results
+
+
+def _verdict(met: bool) -> str:
+    return "met" if met else "MISSED"
 
 
 # ---------------------------------------------------------------- command line

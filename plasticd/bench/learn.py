@@ -175,7 +175,10 @@ def _time_rewire(settings_json: str, sizes: tuple[int, ...], repeats: int = 3) -
 
 def _table(results: list[ContenderResult]) -> str:
     base = next((r for r in results if r.name == BASELINE), None)
-    head = f"{'contender':<14} {'preq acc':>8} {'last-10k':>8} {'test acc':>8} {'samples/s':>10} {'× mlp':>6} {'peak RSS':>9}  description"
+    head = (
+        f"{'contender':<14} {'preq acc':>8} {'last-10k':>8} {'test acc':>8} {'samples/s':>10} {'× mlp':>6} {'peak RSS':>9}"
+        "  description"
+    )
     lines = [head, "-" * len(head)]
     for r in results:
         ratio = f"{r.samples_per_s / base.samples_per_s:6.2f}" if base else "     -"

@@ -115,7 +115,8 @@ class Checkpointing:
         if limit and self.failures >= limit:
             raise CheckpointError(
                 f"{self.failures} checkpoints in a row failed, the last with: {self.last_failure}; "
-                f"stopping. The {len(self.pending)} files trained on since the last checkpoint stay in {self.settings.paths.work} "
+                f"stopping. The {len(self.pending)} files trained on since the last checkpoint "
+                f"stay in {self.settings.paths.work} "
                 f"and are processed again at the next start; fix {self.store.folder} (space, permissions, disk) first"
             )
 

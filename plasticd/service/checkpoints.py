@@ -53,8 +53,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
-from plasticd.fsutil import fsync_dir
 from plasticd.errors import CheckpointError
+from plasticd.fsutil import fsync_dir
 from plasticd.log import get_logger
 
 FORMAT_NAME = "plasticd-checkpoint"

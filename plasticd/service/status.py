@@ -63,7 +63,8 @@ def render(status: dict, now: float | None = None) -> str:
         f"pid:                 {status.get('pid')}   updated {now - status.get('updated_at', now):.1f}s ago",
         f"samples seen:        {status.get('samples_seen', 0)}",
         f"samples trained:     {status.get('samples_trained', 0)}",
-        f"accuracy:            {pct(status.get('accuracy'))}   last {status.get('window', '-')}: {pct(status.get('window_accuracy'))}",
+        f"accuracy:            {pct(status.get('accuracy'))}   "
+        f"last {status.get('window', '-')}: {pct(status.get('window_accuracy'))}",
         f"queue depth:         {status.get('queue_depth', 0)}",
         f"files:               processed {status.get('files_processed', 0)}, failed {status.get('files_failed', 0)}",
         f"network:             {status.get('neurons')} neurons, {status.get('active_connections')} active connections",
