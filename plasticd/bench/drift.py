@@ -210,10 +210,14 @@ def format_report(results: list[Result], streams: list[Stream], opts: DriftOptio
     lines += _table("accuracy over the last 20% of the stream (%)", rows + tail, cols, metric("last20", "last20"))
     drifting = [s.name for s in streams if s.drifts]
     if drifting:
-        lines += _table(f"mean accuracy in the {opts.window} samples after each known drift (%)", drifting, cols, metric("after_drift", None))
+        lines += _table(
+            f"mean accuracy in the {opts.window} samples after each known drift (%)", drifting, cols, metric("after_drift", None)
+        )
         mean_row = " | ".join(f"**{_pct(summary[c]['after_abrupt_drift'])}**" for c in cols)
         lines[-1:] = [f"| **abrupt changes, mean** | {mean_row} |", ""]
-    lines += _table("samples/s", [s.name for s in streams], cols, lambda s, c: f"{by[(s, c)].samples_per_s:.0f}" if (s, c) in by else "-")
+    lines += _table(
+        "samples/s", [s.name for s in streams], cols, lambda s, c: f"{by[(s, c)].samples_per_s:.0f}" if (s, c) in by else "-"
+    )
     lines += _notes(results)
     lines += targets(summary, results, opts)
     return "\n".join(lines)
@@ -237,7 +241,10 @@ def targets(summary: dict[str, dict], results: list[Result], opts: DriftOptions)
     best = max(PEERS, key=lambda c: summary[c]["prequential"])
     need = summary[best]["prequential"] + 0.015
     gaps = {r.stream: r.prequential for r in results if r.contender == "plasticd-ingest" and r.stream != CONTROL}
-    gaps = {s: 100 * (v - next(r.prequential for r in results if r.contender == "plasticd-b1" and r.stream == s)) for s, v in gaps.items()}
+    gaps = {
+        s: 100 * (v - next(r.prequential for r in results if r.contender == "plasticd-b1" and r.stream == s))
+        for s, v in gaps.items()
+    }
     worst = max(gaps, key=lambda s: abs(gaps[s]))
     best_rec = max(PEERS, key=lambda c: summary[c]["after_abrupt_drift"])
     rec, peer_rec = ing["after_abrupt_drift"], summary[best_rec]["after_abrupt_drift"]
@@ -250,7 +257,8 @@ def targets(summary: dict[str, dict], results: list[Result], opts: DriftOptions)
         f"{_pct(b1['prequential'])}): {_verdict(all(abs(g) <= 1.0 for g in gaps.values()))}"
     )
     recovery_line = (
-        f"- recovery after abrupt changes, ingest {_pct(rec)} ≥ best peer `{best_rec}` {_pct(peer_rec)}: {_verdict(rec >= peer_rec)}"
+        f"- recovery after abrupt changes, ingest {_pct(rec)} ≥ best peer `{best_rec}` {_pct(peer_rec)}: "
+        f"{_verdict(rec >= peer_rec)}"
     )
     return ["targets:", mean_line, batch_line, recovery_line]
 
@@ -275,14 +283,32 @@ def register(subparsers: SubParsers) -> argparse.ArgumentParser:
         "issue's targets on a full run. Streams and learners are seeded by runtime.seed (--seed).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--streams", nargs="+", choices=STREAMS, default=list(STREAMS), metavar="NAME", help=f"streams (default all: {' '.join(STREAMS)})")
+    p.add_argument(
+        "--streams",
+        nargs="+",
+        choices=STREAMS,
+        default=list(STREAMS),
+        metavar="NAME",
+        help=f"streams (default all: {' '.join(STREAMS)})",
+    )
     p.add_argument(
         "--contenders", nargs="+", choices=CONTENDERS, default=list(CONTENDERS), metavar="NAME",
         help=f"contenders (default all: {' '.join(CONTENDERS)})",
     )  # fmt: skip
-    p.add_argument("--samples", type=positive_int, help="samples per stream (default 10000, fashion-mnist-permuted 6000; a real data set: at most its size)")
-    p.add_argument("--window", type=positive_int, default=DEFAULT_WINDOW, help=f"samples scored after each known drift (default {DEFAULT_WINDOW})")
-    p.add_argument("--jobs", type=positive_int, default=1, help="runs in parallel, one process each (default 1: one after another)")
+    p.add_argument(
+        "--samples",
+        type=positive_int,
+        help="samples per stream (default 10000, fashion-mnist-permuted 6000; a real data set: at most its size)",
+    )
+    p.add_argument(
+        "--window",
+        type=positive_int,
+        default=DEFAULT_WINDOW,
+        help=f"samples scored after each known drift (default {DEFAULT_WINDOW})",
+    )
+    p.add_argument(
+        "--jobs", type=positive_int, default=1, help="runs in parallel, one process each (default 1: one after another)"
+    )
     p.add_argument("--json", type=Path, metavar="FILE", help="write options, settings, streams and results as JSON")
     p.add_argument("--markdown", type=Path, metavar="FILE", help="write the markdown tables (for docs/BENCHMARKS.md)")
     p.set_defaults(run=run)

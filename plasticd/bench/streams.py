@@ -22,8 +22,9 @@ its drifts.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -82,7 +83,7 @@ def _arrays(pairs: Iterable[tuple[dict, object]], features: Features, labels: tu
     return np.asarray(xs, dtype=np.float32), np.asarray(ys, dtype=np.int64)
 
 
-def _segments(makers: list[Callable[[], Iterable]], cuts: list[int], n: int) -> Iterator:
+def _segments(makers: Sequence[Callable[[], Iterable]], cuts: list[int], n: int) -> Iterator:
     """Samples 0..n-1 from makers[i] between cuts[i-1] and cuts[i]: an abrupt switch at each cut."""
     bounds = [0, *cuts, n]
     for make, a, b in zip(makers, bounds[:-1], bounds[1:], strict=True):
@@ -121,7 +122,7 @@ def _agrawal_abrupt(n: int, seed: int) -> Stream:
     from river.datasets import synth
 
     fns, cuts = (0, 2, 4), _cuts(n, 3)
-    makers = [lambda f=f, i=i: synth.Agrawal(classification_function=f, seed=seed + i) for i, f in enumerate(fns)]
+    makers = [partial(synth.Agrawal, classification_function=f, seed=seed + i) for i, f in enumerate(fns)]
     x, y = _arrays(_segments(makers, cuts, n), AGRAWAL, (0, 1))
     return Stream("agrawal-abrupt", "abrupt", x, y, 2, tuple(cuts), f"Agrawal functions {fns}, abrupt switches")
 
@@ -130,7 +131,7 @@ def _sea_abrupt(n: int, seed: int) -> Stream:
     from river.datasets import synth
 
     variants, cuts = (0, 1, 2, 3), _cuts(n, 4)
-    makers = [lambda v=v, i=i: synth.SEA(variant=v, noise=0.1, seed=seed + i) for i, v in enumerate(variants)]
+    makers = [partial(synth.SEA, variant=v, noise=0.1, seed=seed + i) for i, v in enumerate(variants)]
     x, y = _arrays(_segments(makers, cuts, n), Features((0, 1, 2)), (False, True))
     return Stream("sea-abrupt", "abrupt", x, y, 2, tuple(cuts), f"SEA variants {variants}, 10% label noise")
 
@@ -139,7 +140,7 @@ def _stagger_abrupt(n: int, seed: int) -> Stream:
     from river.datasets import synth
 
     fns, cuts = (0, 1, 2), _cuts(n, 3)
-    makers = [lambda f=f, i=i: synth.STAGGER(classification_function=f, seed=seed + i) for i, f in enumerate(fns)]
+    makers = [partial(synth.STAGGER, classification_function=f, seed=seed + i) for i, f in enumerate(fns)]
     x, y = _arrays(_segments(makers, cuts, n), STAGGER, (0, 1))
     return Stream("stagger-abrupt", "abrupt", x, y, 2, tuple(cuts), f"STAGGER functions {fns}, one-hot")
 
@@ -148,7 +149,7 @@ def _sine_abrupt(n: int, seed: int) -> Stream:
     from river.datasets import synth
 
     fns, cuts = (0, 1, 2, 3), _cuts(n, 4)
-    makers = [lambda f=f, i=i: synth.Sine(classification_function=f, seed=seed + i) for i, f in enumerate(fns)]
+    makers = [partial(synth.Sine, classification_function=f, seed=seed + i) for i, f in enumerate(fns)]
     x, y = _arrays(_segments(makers, cuts, n), Features((0, 1)), (0, 1))
     return Stream("sine-abrupt", "abrupt", x, y, 2, tuple(cuts), f"Sine functions {fns} (1 and 3 reverse 0 and 2)")
 
@@ -207,7 +208,9 @@ def _fashion_permuted(n: int, seed: int, dataset: Path) -> Stream:
     pos = len(y) // 2
     perm = np.roll(np.arange(10), 1 + int(rng.integers(9)))  # a cyclic shift: every class gets a new label
     y = np.concatenate([y[:pos], perm[y[pos:]]])
-    return Stream("fashion-mnist-permuted", "permuted", x, y, 10, (pos,), "Fashion-MNIST train sample, labels shifted cyclically halfway")
+    return Stream(
+        "fashion-mnist-permuted", "permuted", x, y, 10, (pos,), "Fashion-MNIST train sample, labels shifted cyclically halfway"
+    )
 
 
 def _control(n: int, seed: int) -> Stream:
@@ -221,7 +224,12 @@ def _control(n: int, seed: int) -> Stream:
 
 # ---------------------------------------------------------------------- registry
 
-REAL_SIZES = {"bananas": ("Bananas", 5300), "phishing": ("Phishing", 1250), "image-segments": ("ImageSegments", 2310), "shuttle": ("Shuttle", 49097)}
+REAL_SIZES = {
+    "bananas": ("Bananas", 5300),
+    "phishing": ("Phishing", 1250),
+    "image-segments": ("ImageSegments", 2310),
+    "shuttle": ("Shuttle", 49097),
+}
 SYNTHETIC: dict[str, Callable[[int, int], Stream]] = {
     "agrawal-abrupt": _agrawal_abrupt,
     "sea-abrupt": _sea_abrupt,
