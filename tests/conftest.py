@@ -1,4 +1,6 @@
-"""Shared fixtures: isolated settings, structlog reset, the real dataset when installed."""
+"""Shared fixtures: isolated settings, structlog reset, the real dataset when installed.
+
+Helper functions shared by test modules live in tests/helpers.py, not here."""
 
 from __future__ import annotations
 
@@ -8,8 +10,6 @@ from pathlib import Path
 import pytest
 import structlog
 import torch
-
-from plasticd.config import Settings, load_settings
 
 DATASET = Path(os.environ.get("PLASTICD_TEST_DATASET", "/usr/share/datasets/fashion-mnist"))
 
@@ -22,23 +22,6 @@ def _isolation(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(key)
     structlog.reset_defaults()
     torch.set_num_threads(1)
-
-
-def make_settings(**sections: dict) -> Settings:
-    """Settings from defaults plus per-section overrides, e.g. make_settings(model={"neurons": 16})."""
-    return load_settings(None, sections)
-
-
-def small_settings(**sections: dict) -> Settings:
-    """A tiny network on the CPU for fast unit tests; sections override the small defaults."""
-    base: dict = {
-        "model": {"neurons": 24, "iterations": 3, "input_dim": 12, "num_classes": 4},
-        "runtime": {"device": "cpu", "seed": 0},
-        "plasticity": {"interval": 0, "min_age": 0, "buffer_size": 32},
-    }
-    for name, values in sections.items():
-        base[name] = {**base.get(name, {}), **values}
-    return load_settings(None, base)
 
 
 @pytest.fixture

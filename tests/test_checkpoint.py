@@ -17,6 +17,7 @@ from structlog.testing import capture_logs
 from plasticd.errors import CheckpointError
 from plasticd.service import checkpoints as checkpoint
 from plasticd.service.checkpoints import FORMAT_VERSION, CheckpointStore
+from tests.helpers import events_named, fail_fsync, fail_rename, no_space
 
 
 class _Crash(BaseException):
@@ -51,10 +52,6 @@ def _assert_same_tensors(got: dict[str, torch.Tensor], want: dict[str, torch.Ten
 def _files(folder: Path) -> dict[str, bytes]:
     """Every file in the folder, by name, with its content."""
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
-
-
-def _events(logs: list[dict], name: str) -> list[dict]:
-    return [entry for entry in logs if entry["event"] == name]
 
 
 def _flip_byte(path: Path, offset: int = -5) -> None:
@@ -170,7 +167,7 @@ def test_rotation_keeps_exactly_the_newest_keep(tmp_path: Path) -> None:
         "ckpt-0000000005.safetensors",
     ]
     assert [info.seq for info in store.list()] == [4, 5]
-    assert [e["removed"] for e in _events(logs, "checkpoint.rotated")] == [[1], [2], [3]]
+    assert [e["removed"] for e in events_named(logs, "checkpoint.rotated")] == [[1], [2], [3]]
     loaded = store.load_latest()
     assert loaded is not None and loaded.meta == {"step": 4}
 
@@ -213,7 +210,7 @@ def test_a_failed_rotation_does_not_fail_the_committed_save(tmp_path: Path, monk
         info = store.save(_tensors(2), {"step": 2})
     monkeypatch.undo()
     assert info.seq == 2
-    assert "Permission denied" in _events(logs, "checkpoint.rotate_failed")[0]["error"]
+    assert "Permission denied" in events_named(logs, "checkpoint.rotate_failed")[0]["error"]
     assert [i.seq for i in store.list()] == [1, 2]
 
 
@@ -289,10 +286,10 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one_loudly(tmp_p
         loaded = store.load_latest()
     assert loaded is not None and loaded.info.seq == 1 and loaded.meta == {"step": 1}
     _assert_same_tensors(loaded.tensors, first)
-    [invalid] = _events(logs, "checkpoint.invalid")
+    [invalid] = events_named(logs, "checkpoint.invalid")
     assert invalid["log_level"] == "error" and invalid["path"] == str(newest.json_path)
     assert reason in invalid["reason"]
-    [fallback] = _events(logs, "checkpoint.fallback")
+    [fallback] = events_named(logs, "checkpoint.fallback")
     assert fallback["log_level"] == "warning" and fallback["loaded"] == 1 and fallback["skipped"] == [2]
 
 
@@ -323,7 +320,7 @@ def test_all_checkpoints_invalid_raises_listing_every_file(tmp_path: Path) -> No
     assert f"{first.json_path}: ckpt-0000000001.safetensors sha256 is" in message
     assert f"{second.json_path}: tensors file ckpt-0000000002.safetensors is missing" in message
     assert "refuses to start from scratch" in message and f"mv {tmp_path} {tmp_path}.broken" in message
-    assert len(_events(logs, "checkpoint.invalid")) == 2 and not _events(logs, "checkpoint.fallback")
+    assert len(events_named(logs, "checkpoint.invalid")) == 2 and not events_named(logs, "checkpoint.fallback")
 
 
 def test_only_unparseable_json_raises_rather_than_starting_fresh(tmp_path: Path) -> None:
@@ -360,40 +357,13 @@ def test_clean_stray_removes_temp_files_and_orphans_only(tmp_path: Path) -> None
         removed = store.clean_stray()
     assert sorted(removed) == sorted(stray)
     assert _files(tmp_path) == {name: data for name, data in before.items() if tmp_path / name not in stray}
-    assert sorted(e["path"] for e in _events(logs, "checkpoint.stray_removed")) == sorted(map(str, stray))
+    assert sorted(e["path"] for e in events_named(logs, "checkpoint.stray_removed")) == sorted(map(str, stray))
     assert store.clean_stray() == []
     loaded = store.load_latest()
     assert loaded is not None and loaded.info.seq == 2
 
 
 # -- faults while saving ------------------------------------------------------
-
-
-def _no_space() -> OSError:
-    return OSError(errno.ENOSPC, "No space left on device")
-
-
-def _fail_fsync(monkeypatch, wanted: Callable[[str], bool]) -> None:
-    """os.fsync raises ENOSPC for the file descriptors whose path ``wanted`` picks."""
-    real = os.fsync
-
-    def fsync(fd: int) -> None:
-        if wanted(os.readlink(f"/proc/self/fd/{fd}")):
-            raise _no_space()
-        real(fd)
-
-    monkeypatch.setattr(os, "fsync", fsync)
-
-
-def _fail_rename(monkeypatch, suffix: str, error: BaseException) -> None:
-    real = os.rename
-
-    def rename(src, dst) -> None:
-        if str(dst).endswith(suffix):
-            raise error
-        real(src, dst)
-
-    monkeypatch.setattr(os, "rename", rename)
 
 
 class _FillsTheDisk:
@@ -410,7 +380,7 @@ class _FillsTheDisk:
 
     def write(self, data: bytes) -> int:
         self._handle.write(data[: len(data) // 2])
-        raise _no_space()
+        raise no_space()
 
 
 def _fail_write(monkeypatch, suffix: str) -> None:
@@ -441,16 +411,16 @@ def _nth_folder_fsync_fails(n: int) -> Callable[[Path], Callable[[str], bool]]:
 FAULTS: dict[str, Callable] = {
     "write-of-tensors-temp": lambda mp, folder: _fail_write(mp, ".safetensors"),
     "write-of-json-temp": lambda mp, folder: _fail_write(mp, ".json"),
-    "fsync-of-tensors-temp": lambda mp, folder: _fail_fsync(
+    "fsync-of-tensors-temp": lambda mp, folder: fail_fsync(
         mp, lambda p: os.path.basename(p).startswith(".tmp-") and p.endswith(".safetensors")
     ),
-    "fsync-of-json-temp": lambda mp, folder: _fail_fsync(
+    "fsync-of-json-temp": lambda mp, folder: fail_fsync(
         mp, lambda p: os.path.basename(p).startswith(".tmp-") and p.endswith(".json")
     ),
-    "rename-of-tensors": lambda mp, folder: _fail_rename(mp, ".safetensors", _no_space()),
-    "rename-of-json": lambda mp, folder: _fail_rename(mp, ".json", _no_space()),
-    "folder-fsync-after-tensors": lambda mp, folder: _fail_fsync(mp, _nth_folder_fsync_fails(1)(folder)),
-    "folder-fsync-after-json": lambda mp, folder: _fail_fsync(mp, _nth_folder_fsync_fails(2)(folder)),
+    "rename-of-tensors": lambda mp, folder: fail_rename(mp, ".safetensors", no_space()),
+    "rename-of-json": lambda mp, folder: fail_rename(mp, ".json", no_space()),
+    "folder-fsync-after-tensors": lambda mp, folder: fail_fsync(mp, _nth_folder_fsync_fails(1)(folder)),
+    "folder-fsync-after-json": lambda mp, folder: fail_fsync(mp, _nth_folder_fsync_fails(2)(folder)),
 }
 
 
@@ -467,7 +437,7 @@ def test_a_failed_save_raises_and_leaves_the_folder_as_it_was(tmp_path: Path, mo
     message = str(raised.value)
     assert "No space left on device" in message and str(tmp_path / "ckpt-0000000002") in message
     assert "older checkpoints are untouched" in message
-    [failed] = _events(logs, "checkpoint.save_failed")
+    [failed] = events_named(logs, "checkpoint.save_failed")
     assert failed["log_level"] == "error" and failed["errno"] == errno.ENOSPC
     assert _files(tmp_path) == before  # no temp file, no half checkpoint, the old one byte for byte
     loaded = store.load_latest()
@@ -480,7 +450,7 @@ def test_a_crash_between_tensors_rename_and_json_commit_is_recovered(tmp_path: P
     store = CheckpointStore(tmp_path)
     first = _tensors(1)
     store.save(first, {"step": 1})
-    _fail_rename(monkeypatch, ".json", _Crash())
+    fail_rename(monkeypatch, ".json", _Crash())
     with pytest.raises(_Crash):
         store.save(_tensors(2), {"step": 2})
     monkeypatch.undo()
@@ -492,7 +462,7 @@ def test_a_crash_between_tensors_rename_and_json_commit_is_recovered(tmp_path: P
         loaded = restarted.load_latest()
     assert loaded is not None and loaded.info.seq == 1 and loaded.meta == {"step": 1}
     _assert_same_tensors(loaded.tensors, first)
-    assert not _events(logs, "checkpoint.invalid")  # an uncommitted checkpoint is not a damaged one
+    assert not events_named(logs, "checkpoint.invalid")  # an uncommitted checkpoint is not a damaged one
     assert sorted(restarted.clean_stray()) == sorted([orphan, temp])
     assert sorted(_files(tmp_path)) == ["ckpt-0000000001.json", "ckpt-0000000001.safetensors"]
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from plasticd.samples import decode_file
-from tests.daemon_helpers import CLASSES, DIM, Daemon, drop, files_in, predictions, wait_until, write_config
+from tests.helpers import CLASSES, DIM, Daemon, drop, files_in, predictions, wait_until, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -68,7 +68,8 @@ def test_kill_9_at_random_moments_loses_nothing_and_trains_each_sample_once(tmp_
             "inbox and work area drained",
         )
     finally:
-        assert final.stop(signal.SIGTERM) == 0, final.tail()
+        exit_code = final.stop(signal.SIGTERM)
+    assert exit_code == 0, final.tail()
     for e in final.events():
         seen[e["event"]] += 1
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.daemon_helpers import CLASSES, DIM, Daemon, drop, files_in, predictions, sample_json, wait_until, write_config
+from tests.helpers import CLASSES, DIM, Daemon, drop, files_in, predictions, sample_json, wait_until, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -34,7 +34,8 @@ def test_files_before_and_during_the_run_are_each_processed_once(root: Path) -> 
             drop(root / "data_inbox", f"live-{i:02d}.json", sample_json(rng, n=1 + i % 3))
         wait_until(lambda: len(files_in(root / "data_processed")) == 37, 60, "37 processed files")
     finally:
-        assert d.stop() == 0, d.tail()
+        exit_code = d.stop()
+    assert exit_code == 0, d.tail()
     names = sorted(p.name for p in files_in(root / "data_processed"))
     assert names == sorted([f"early-{i:02d}.json" for i in range(12)] + [f"live-{i:02d}.json" for i in range(25)])
     assert files_in(root / "data_inbox") == []
@@ -63,7 +64,8 @@ def test_bad_files_are_quarantined_with_a_reason_and_the_daemon_goes_on(root: Pa
         wait_until(lambda: files_in(root / "data_processed") != [], 30, "the good file")
         assert d.proc.poll() is None, "the daemon died"
     finally:
-        assert d.stop() == 0
+        exit_code = d.stop()
+    assert exit_code == 0
     reasons = {
         p.name.removesuffix(".error.json"): json.loads(p.read_text())["reason"]
         for p in files_in(root / "data_failed", "*.error.json")
@@ -92,7 +94,8 @@ def test_work_in_progress_names_are_left_alone(root: Path) -> None:
         drop(root / "data_inbox", "real.json", sample_json(np.random.default_rng(3)))
         wait_until(lambda: files_in(root / "data_processed") != [], 30, "real.json")
     finally:
-        assert d.stop() == 0
+        exit_code = d.stop()
+    assert exit_code == 0
     assert sorted(p.name for p in (root / "data_inbox").iterdir()) == [".hidden.json", "upload.json.part", "upload.json.tmp"]
 
 
@@ -121,7 +124,8 @@ def test_sigterm_checkpoints_and_a_restart_resumes(root: Path) -> None:
         assert loaded["samples"] == 20
         wait_until(lambda: len(files_in(root / "data_processed")) == 25, 30, "25 processed")
     finally:
-        assert d2.stop(signal.SIGINT) == 0
+        exit_code = d2.stop(signal.SIGINT)
+    assert exit_code == 0
     seqs = [p["seq"] for p in predictions(root)]
     assert seqs == list(range(25)), "the restarted daemon must continue the sample sequence"
 
@@ -143,7 +147,8 @@ def test_status_reports_the_running_daemon(root: Path) -> None:
         assert out.returncode == 0, out.stderr
         assert "state:" in out.stdout and "samples seen:        1" in out.stdout and "not running" not in out.stdout
     finally:
-        assert d.stop() == 0
+        exit_code = d.stop()
+    assert exit_code == 0
     out = subprocess.run(
         [sys.executable, "-m", "plasticd", "status", "--config", "plasticd.toml", "--json"],
         cwd=root,
@@ -219,7 +224,8 @@ def test_ingest_refuses_while_a_daemon_owns_the_model(root: Path) -> None:
         assert f"pid {d.proc.pid}" in out.stderr and "owns the model" in out.stderr
         assert (root / "todo" / "x.json").exists()
     finally:
-        assert d.stop() == 0
+        exit_code = d.stop()
+    assert exit_code == 0
 
 
 def test_fashion_mnist_source_runs_through_the_daemon(root: Path, fashion_mnist_dir: Path) -> None:

@@ -17,7 +17,7 @@ import pytest
 from plasticd.config import load_settings
 from plasticd.learn.engine import Engine
 from plasticd.service.checkpoints import CheckpointStore
-from tests.daemon_helpers import Daemon, drop, files_in, predictions, sample_json, wait_until, work_files, write_config
+from tests.helpers import Daemon, drop, files_in, predictions, sample_json, wait_until, work_files, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -51,7 +51,8 @@ def test_inbox_and_processed_deleted_while_running_are_recreated_loudly(tmp_path
         wait_until(lambda: (processed / "replaced.json").exists(), 30, "replaced.json processed")
         assert d.proc.poll() is None, d.tail()
     finally:
-        assert d.stop() == 0, d.tail()
+        exit_code = d.stop()
+    assert exit_code == 0, d.tail()
     events = Counter(e["event"] for e in d.events())
     assert events["inbox.missing"] + events["inbox.replaced"] == 2, "watched again more than once: a loop"
     assert events["destination.missing"] == 1
@@ -144,7 +145,8 @@ def test_a_burst_of_10000_files_is_processed_exactly_once(tmp_path: Path) -> Non
             os.replace(staging / name, inbox / name)
         wait_until(lambda: len(files_in(tmp_path / "data_processed")) == len(names), 180, "10,000 processed files")
     finally:
-        assert d.stop() == 0, d.tail()
+        exit_code = d.stop()
+    assert exit_code == 0, d.tail()
     assert sorted(p.name for p in files_in(tmp_path / "data_processed")) == names
     assert files_in(inbox) == [] and not work_files(tmp_path) and files_in(tmp_path / "data_failed") == []
     preds = predictions(tmp_path)
@@ -198,7 +200,8 @@ def test_a_corrupt_newest_checkpoint_falls_back_to_the_previous_one(tmp_path: Pa
         loaded = d.wait_for_event("checkpoint.loaded")[0]
         fallback = d.wait_for_event("checkpoint.fallback")[0]
     finally:
-        assert d.stop() == 0, d.tail()
+        exit_code = d.stop()
+    assert exit_code == 0, d.tail()
     assert loaded["seq"] == 1 and fallback["loaded"] == 1 and fallback["skipped"] == [2]
     [invalid] = [e for e in d.events() if e["event"] == "checkpoint.invalid"]
     assert invalid["path"] == str(second) and invalid["level"] == "error"

@@ -9,15 +9,7 @@ import torch
 from plasticd.learn.engine import UNLABELLED, Engine
 from plasticd.learn.reports import RewireReport
 from plasticd.model.plasticity import RewirePlan
-from tests.conftest import small_settings
-
-
-def _data(n: int, dim: int = 12, classes: int = 4, seed: int = 0) -> tuple[torch.Tensor, np.ndarray]:
-    """A learnable toy problem: the class is the argmax of a fixed linear map of x."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, dim, generator=g)
-    proj = torch.randn(dim, classes, generator=torch.Generator().manual_seed(99))
-    return x, (x @ proj).argmax(dim=1).numpy()
+from tests.helpers import small_settings, toy_data
 
 
 def _live_logits(engine: Engine, x: torch.Tensor) -> torch.Tensor:
@@ -32,7 +24,7 @@ def test_each_sample_is_predicted_before_the_step_that_trains_on_it(average_deca
     engine = Engine.from_settings(
         small_settings(train={"average_decay": average_decay, "average_every": 1}, model={"input_norm": False})
     )
-    x, y = _data(40)
+    x, y = toy_data(40)
     for i in range(20):  # move away from the initial weights first
         engine.step(x[i : i + 1], y[i : i + 1])
     for i in range(20, 40):
@@ -45,7 +37,7 @@ def test_each_sample_is_predicted_before_the_step_that_trains_on_it(average_deca
 
 def test_micro_batch_predictions_come_from_the_weights_before_the_update() -> None:
     engine = Engine.from_settings(small_settings(model={"input_norm": False}))
-    x, y = _data(64)
+    x, y = toy_data(64)
     engine.step(x[:32], y[:32])
     expected = engine.predict_logits(x[32:]).argmax(dim=1).numpy()
     result = engine.step(x[32:], y[32:])
@@ -55,7 +47,7 @@ def test_micro_batch_predictions_come_from_the_weights_before_the_update() -> No
 
 def test_unlabelled_samples_are_predicted_but_not_trained_on() -> None:
     engine = Engine.from_settings(small_settings())
-    x, y = _data(8)
+    x, y = toy_data(8)
     before = {k: v.clone() for k, v in engine.theta.items()}
     result = engine.step(x[:4], np.full(4, UNLABELLED))
     assert result.trained == 0 and len(result.predicted) == 4
@@ -69,7 +61,7 @@ def test_unlabelled_samples_are_predicted_but_not_trained_on() -> None:
 
 def test_a_mixed_batch_trains_only_on_its_labelled_rows() -> None:
     """Learning from a mixed batch equals learning from its labelled rows alone."""
-    x, y = _data(6)
+    x, y = toy_data(6)
     mixed = y.copy()
     mixed[[1, 4]] = UNLABELLED
     a = Engine.from_settings(small_settings(model={"input_norm": False}))
@@ -84,7 +76,7 @@ def test_a_mixed_batch_trains_only_on_its_labelled_rows() -> None:
 
 def test_absent_connections_stay_zero_and_get_no_update() -> None:
     engine = Engine.from_settings(small_settings(plasticity={"interval": 7, "min_age": 3, "prune_fraction": 0.2}))
-    x, y = _data(300)
+    x, y = toy_data(300)
     rewired = 0
     for i in range(0, 300, 3):
         mask_at_update = engine.mask.clone()
@@ -101,7 +93,7 @@ def test_active_count_stays_within_bounds_and_constant_by_default() -> None:
     engine = Engine.from_settings(small_settings(plasticity={"interval": 5, "prune_fraction": 0.3}))
     lo, hi = engine.plasticity.bounds(engine.cfg.neurons)
     start = engine.active_connections
-    x, y = _data(200)
+    x, y = toy_data(200)
     for i in range(200):
         engine.step(x[i : i + 1], y[i : i + 1])
         for report in engine.take_reports():
@@ -112,7 +104,7 @@ def test_active_count_stays_within_bounds_and_constant_by_default() -> None:
 def test_a_cycle_restores_the_count_into_the_configured_bounds() -> None:
     # sparsity 0.9 starts with ~10% of connections, below the 30% that max_sparsity=0.7 demands
     engine = Engine.from_settings(small_settings(model={"sparsity": 0.9}, plasticity={"min_sparsity": 0.3, "max_sparsity": 0.7}))
-    x, y = _data(20)
+    x, y = toy_data(20)
     engine.step(x, y)
     lo, hi = engine.plasticity.bounds(engine.cfg.neurons)
     assert engine.active_connections < lo
@@ -123,7 +115,7 @@ def test_a_cycle_restores_the_count_into_the_configured_bounds() -> None:
 def test_regrowth_leaves_the_output_unchanged() -> None:
     """Adding connections at the moment of rewiring changes nothing the network computes."""
     engine = Engine.from_settings(small_settings())
-    x, y = _data(64)
+    x, y = toy_data(64)
     for i in range(0, 64, 4):
         engine.step(x[i : i + 4], y[i : i + 4])
     probe = torch.randn(16, 12)
@@ -138,7 +130,7 @@ def test_regrowth_leaves_the_output_unchanged() -> None:
 
 def test_a_full_cycle_changes_the_output_only_through_what_it_pruned() -> None:
     engine = Engine.from_settings(small_settings())
-    x, y = _data(64)
+    x, y = toy_data(64)
     for i in range(0, 64, 4):
         engine.step(x[i : i + 4], y[i : i + 4])
     w_before = engine.live["w"].clone()
@@ -156,7 +148,7 @@ def test_a_full_cycle_changes_the_output_only_through_what_it_pruned() -> None:
 
 def test_rewiring_zeroes_optimizer_moments_of_changed_connections() -> None:
     engine = Engine.from_settings(small_settings(train={"optimizer": "adam"}))
-    x, y = _data(64)
+    x, y = toy_data(64)
     for i in range(0, 64, 4):
         engine.step(x[i : i + 4], y[i : i + 4])
     state = engine.optimizer.state[engine.live["w"]]
@@ -171,7 +163,7 @@ def test_rewiring_zeroes_optimizer_moments_of_changed_connections() -> None:
 
 def test_young_connections_are_not_pruned() -> None:
     engine = Engine.from_settings(small_settings(plasticity={"min_age": 1000}))
-    x, y = _data(10)
+    x, y = toy_data(10)
     engine.step(x, y)
     report = engine.rewire()
     assert report.eligible == 0 and report.pruned == 0 and report.regrown == 0
@@ -185,7 +177,7 @@ def test_rewire_without_labelled_samples_is_skipped_with_a_reason() -> None:
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_same_seed_same_result(optimizer: str) -> None:
-    x, y = _data(120)
+    x, y = toy_data(120)
 
     def run() -> tuple[np.ndarray, dict]:
         engine = Engine.from_settings(small_settings(train={"optimizer": optimizer}, plasticity={"interval": 10}))
@@ -206,7 +198,7 @@ def test_different_seeds_give_different_networks() -> None:
 
 def test_step_does_not_mutate_its_inputs() -> None:
     engine = Engine.from_settings(small_settings())
-    x, y = _data(8)
+    x, y = toy_data(8)
     x0, y0 = x.clone(), y.copy()
     engine.step(x, y)
     assert torch.equal(x, x0) and np.array_equal(y, y0)
@@ -214,9 +206,9 @@ def test_step_does_not_mutate_its_inputs() -> None:
 
 def test_the_network_learns_the_toy_problem() -> None:
     engine = Engine.from_settings(small_settings())
-    x, y = _data(3000)
+    x, y = toy_data(3000)
     for i in range(3000):
         engine.step(x[i : i + 1], y[i : i + 1])
-    xt, yt = _data(500, seed=1)
+    xt, yt = toy_data(500, seed=1)
     assert engine.evaluate(xt, torch.from_numpy(yt)) > 0.8  # chance is ~0.25
     assert engine.snapshot().window_accuracy > 0.75

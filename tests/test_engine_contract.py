@@ -8,8 +8,7 @@ import torch
 
 from plasticd.errors import NonFiniteError
 from plasticd.learn.engine import UNLABELLED, Engine
-from tests.conftest import small_settings
-from tests.test_engine import _data
+from tests.helpers import small_settings, toy_data
 
 VARIANTS = [
     pytest.param({"optimizer": "sgd", "average_decay": 0.0}, id="sgd"),
@@ -55,7 +54,7 @@ def test_the_replay_reservoir_resumes_bit_identically_too() -> None:
 
 
 def _check_resume(settings) -> None:
-    x, y = _data(160, seed=3)
+    x, y = toy_data(160, seed=3)
     y = y.copy()
     y[::7] = UNLABELLED
     original = Engine.from_settings(settings)
@@ -81,7 +80,7 @@ def test_a_checkpoint_round_trip_through_the_store_is_bit_identical(tmp_path) ->
     from plasticd.service.checkpoints import CheckpointStore
 
     settings = _settings({"optimizer": "adam", "average_decay": 0.99, "average_every": 1})
-    x, y = _data(96, seed=4)
+    x, y = toy_data(96, seed=4)
     original = Engine.from_settings(settings)
     _run(original, x[:48], y[:48])
     store = CheckpointStore(tmp_path)
@@ -98,7 +97,7 @@ def test_a_checkpoint_round_trip_through_the_store_is_bit_identical(tmp_path) ->
 def test_a_non_finite_update_raises_and_changes_nothing(optimizer: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The gradient of a finite batch overflows: the step is refused and every piece of state is as before."""
     engine = Engine.from_settings(_settings({"optimizer": optimizer, "average_decay": 0.99, "average_every": 1}))
-    x, y = _data(40, seed=5)
+    x, y = toy_data(40, seed=5)
     _run(engine, x[:32], y[:32])
     before_tensors, before_meta = engine.state()
     before = ({k: v.clone() for k, v in before_tensors.items()}, dict(before_meta))
@@ -120,7 +119,7 @@ def test_a_non_finite_update_raises_and_changes_nothing(optimizer: str, monkeypa
 def test_non_finite_outputs_raise_and_leave_the_input_scaler_as_it_was() -> None:
     """Finite inputs whose square overflows float32 poison the running variance: refused, nothing kept."""
     engine = Engine.from_settings(_settings({"optimizer": "sgd", "average_decay": 0.0}))
-    x, y = _data(40, seed=6)
+    x, y = toy_data(40, seed=6)
     _run(engine, x[:32], y[:32])
     before = {k: v.clone() for k, v in engine.state()[0].items()}
     logits_before = engine.predict_logits(x[32:])

@@ -23,9 +23,7 @@ from plasticd.service import daemon
 from plasticd.service.checkpoints import CheckpointStore
 from plasticd.service.sources import FolderSource
 from plasticd.service.worker import Worker
-from tests.conftest import small_settings
-from tests.daemon_helpers import CLASSES, DIM, drop, files_in, sample_json
-from tests.test_checkpoint import _events, _fail_fsync, _fail_rename
+from tests.helpers import CLASSES, DIM, drop, events_named, fail_fsync, fail_rename, files_in, sample_json, small_settings
 
 EIO = OSError(errno.EIO, "Input/output error")
 ENOSPC = OSError(errno.ENOSPC, "No space left on device")
@@ -97,10 +95,10 @@ def _fail_link_into(monkeypatch: pytest.MonkeyPatch, folder: Path, error: OSErro
 
 # A fault at each write a checkpoint needs: the model's files, the folder, the predictions journal.
 SAVE_FAULTS: dict[str, Callable[[pytest.MonkeyPatch, Path], None]] = {
-    "enospc-fsync-tensors": lambda mp, root: _fail_fsync(mp, lambda p: p.endswith(".safetensors")),
-    "eio-fsync-predictions": lambda mp, root: _fail_fsync(mp, lambda p: p.endswith("predictions.jsonl")),
-    "enospc-fsync-checkpoint-folder": lambda mp, root: _fail_fsync(mp, lambda p: p == str(root / "checkpoints")),
-    "eio-rename-json": lambda mp, root: _fail_rename(mp, ".json", EIO),
+    "enospc-fsync-tensors": lambda mp, root: fail_fsync(mp, lambda p: p.endswith(".safetensors")),
+    "eio-fsync-predictions": lambda mp, root: fail_fsync(mp, lambda p: p.endswith("predictions.jsonl")),
+    "enospc-fsync-checkpoint-folder": lambda mp, root: fail_fsync(mp, lambda p: p == str(root / "checkpoints")),
+    "eio-rename-json": lambda mp, root: fail_rename(mp, ".json", EIO),
 }
 
 
@@ -121,7 +119,7 @@ def test_a_failed_checkpoint_keeps_its_files_until_a_retry_or_restart_covers_the
         assert worker.checkpoint("test") is None
         worker.checkpoints.maybe_checkpoint("samples")  # within the back-off: no second try, no second error
     monkeypatch.undo()
-    [failed] = _events(logs, "checkpoint.failed")
+    [failed] = events_named(logs, "checkpoint.failed")
     assert failed["log_level"] == "error" and failed["failures"] == 1 and failed["retry_in_s"] == 300.0
     assert any(r in failed["error"] for r in ("No space left on device", "Input/output error")), failed
     assert str(tmp_path) in failed["error"], "the error names no path"
@@ -154,7 +152,7 @@ def test_a_failed_move_to_processed_is_logged_and_retried_without_training_twice
         info = worker.checkpoint("test")
     monkeypatch.undo()
     assert info is not None, "the checkpoint itself succeeded"
-    [failed] = _events(logs, "file.move_failed")  # one event: the rest wait without a storm of errors
+    [failed] = events_named(logs, "file.move_failed")  # one event: the rest wait without a storm of errors
     assert failed["log_level"] == "error" and failed["error"].endswith("Input/output error")
     assert failed["destination"] == str(tmp_path / "processed") and failed["files_waiting"] == 5
     assert failed["path"].startswith(str(tmp_path / "work"))
@@ -204,11 +202,11 @@ def test_a_failed_fsync_of_the_processed_folder_is_logged_not_fatal(tmp_path: Pa
     worker = _worker(tmp_path)
     _drop(tmp_path, ["s.json"])
     _feed(worker)
-    _fail_fsync(monkeypatch, lambda p: p == str(tmp_path / "processed"))
+    fail_fsync(monkeypatch, lambda p: p == str(tmp_path / "processed"))
     with capture_logs() as logs:
         assert worker.checkpoint("test") is not None
     monkeypatch.undo()
-    [event] = _events(logs, "file.sync_failed")
+    [event] = events_named(logs, "file.sync_failed")
     assert event["folder"] == str(tmp_path / "processed") and "No space left" in event["error"]
     _assert_each_once(tmp_path, ["s.json"])
 
@@ -220,7 +218,7 @@ def test_persistent_checkpoint_failures_stop_the_loop_with_an_error_and_lose_not
     _drop(tmp_path, names)
     worker = _worker(tmp_path, checkpoint={"every_samples": 1, "retry_seconds": 0.01, "max_failures": 3})
     worker.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-    _fail_fsync(monkeypatch, lambda p: p.startswith(str(tmp_path / "checkpoints")))
+    fail_fsync(monkeypatch, lambda p: p.startswith(str(tmp_path / "checkpoints")))
     stop = threading.Timer(30.0, lambda: setattr(worker, "stopping", True))  # guard
     stop.start()
     try:
@@ -231,7 +229,7 @@ def test_persistent_checkpoint_failures_stop_the_loop_with_an_error_and_lose_not
         monkeypatch.undo()
         worker.predictions.close()
     assert "processed again at the next start" in str(raised.value) and "No space left" in str(raised.value)
-    failures = _events(logs, "checkpoint.failed")
+    failures = events_named(logs, "checkpoint.failed")
     assert [e["failures"] for e in failures] == [1, 2, 3, 4]  # three in the loop, one last try at shutdown
     assert [e["retry_in_s"] for e in failures[:3]] == [0.01, 0.02, 0.04]
     assert files_in(tmp_path / "processed") == [] and sorted(_claimed(tmp_path)) == sorted(names)
@@ -248,7 +246,7 @@ def test_a_failed_final_checkpoint_makes_the_run_fail(tmp_path: Path, monkeypatc
     worker = _worker(tmp_path)
     worker.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     worker.mode = "burst"
-    _fail_rename(monkeypatch, ".safetensors", ENOSPC)
+    fail_rename(monkeypatch, ".safetensors", ENOSPC)
     with pytest.raises(CheckpointError, match="the final checkpoint failed .*No space left.* processed again"):
         worker.run()
     assert _claimed(tmp_path) == ["q.json"]
@@ -268,7 +266,7 @@ def test_an_unwritable_status_file_is_logged_once_and_not_fatal(tmp_path: Path, 
         for _ in range(3):
             worker.heartbeat.beat()
     monkeypatch.undo()
-    [event] = _events(logs, "status.write_failed")
+    [event] = events_named(logs, "status.write_failed")
     assert event["folder"] == str(tmp_path / "state") and "No space left" in event["error"]
     worker.heartbeat.write_status()
     assert json.loads((tmp_path / "state" / "status.json").read_text())["state"] == "starting"
@@ -282,7 +280,7 @@ def test_a_predictions_journal_deleted_under_the_daemon_is_recreated(tmp_path: P
     _drop(tmp_path, ["two.json"], seed=1)
     with capture_logs() as logs:
         _feed(worker)
-    [event] = _events(logs, "predictions.reopened")
+    [event] = events_named(logs, "predictions.reopened")
     assert event["path"] == str(tmp_path / "state" / "predictions.jsonl")
     assert worker.checkpoint("test") is not None  # syncs the new journal
     journal = (tmp_path / "state" / "predictions.jsonl").read_text().splitlines()

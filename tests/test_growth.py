@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
@@ -11,7 +10,7 @@ from plasticd.model import growth
 from plasticd.model.optim import state_tensors
 from plasticd.model.plastic_net import NetConfig, forward, init_params
 from plasticd.service.checkpoints import CheckpointStore
-from tests.conftest import small_settings
+from tests.helpers import small_settings, toy_data
 
 ACTIVATIONS = ["relu", "tanh"]
 
@@ -32,17 +31,10 @@ def _logits(theta: dict[str, torch.Tensor], cfg: NetConfig, x: torch.Tensor) -> 
     return forward(theta, x, NetConfig(**{**cfg.__dict__, "neurons": n})).logits  # (S, B, C)
 
 
-def _data(n: int, dim: int = 12, classes: int = 4, seed: int = 0) -> tuple[torch.Tensor, np.ndarray]:
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, dim, generator=g)
-    proj = torch.randn(dim, classes, generator=torch.Generator().manual_seed(99))
-    return x, (x @ proj).argmax(dim=1).numpy()
-
-
 def _trained_engine(activation: str = "relu", optimizer: str = "adam", samples: int = 256, **sections: dict) -> Engine:
     sections.setdefault("train", {"optimizer": optimizer})
     engine = Engine.from_settings(small_settings(model={"activation": activation}, **sections))
-    x, y = _data(samples)
+    x, y = toy_data(samples)
     for i in range(0, samples, 8):
         engine.step(x[i : i + 8], y[i : i + 8])
     return engine
@@ -138,7 +130,7 @@ def test_retiring_neurons_that_are_dead_on_the_inputs_is_exact_there() -> None:
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 def test_engine_growth_preserves_predictions_and_training_copy(activation: str) -> None:
     engine = _trained_engine(activation)
-    x, _ = _data(100, seed=5)
+    x, _ = toy_data(100, seed=5)
     before = _all_logits(engine, x)
     assert engine.grow_neurons(6, divide=6) == (6, 0)
     assert engine.grow_neurons(5) == (0, 5)
@@ -152,7 +144,7 @@ def test_gradmax_neurons_learn_at_the_next_step(activation: str) -> None:
     engine.grow_neurons(4)
     new = slice(24, 28)
     w_in, w_out = engine.live["w_in"][new].clone(), engine.live["w_out"][:, new].clone()
-    x, y = _data(16, seed=7)
+    x, y = toy_data(16, seed=7)
     engine.step(x, y)
     # relu: incoming active, outgoing starts at 0 and moves; tanh: the opposite (tanh'(0) = 1).
     moved = engine.live["w_out"][:, new] if activation == "relu" else engine.live["w_in"][new]
@@ -184,7 +176,7 @@ def test_optimizer_state_follows_growth_and_retirement(optimizer: str) -> None:
         assert bool((moments[-3:] == 0).all()), "fresh neurons start with zero moments"
         # parent 3 became position 2 after retiring 0; its child sits before the 3 GradMax neurons
         assert torch.equal(moments[-4], parent_moment), "a divided child inherits its parent's moments"
-    x, y = _data(32, seed=3)
+    x, y = toy_data(32, seed=3)
     engine.step(x, y)  # learning continues at the new size
     assert bool(torch.isfinite(engine.live["w"]).all())
 
@@ -228,7 +220,7 @@ def test_checkpoint_round_trip_across_a_size_change(tmp_path) -> None:
     resumed.load_state(loaded.tensors, loaded.meta)
     assert resumed.cfg.neurons == engine.cfg.neurons == 30
     assert torch.equal(resumed.neuron_ids, engine.neuron_ids) and resumed.next_neuron_id == engine.next_neuron_id
-    x, y = _data(64, seed=9)
+    x, y = toy_data(64, seed=9)
     assert torch.equal(resumed.predict_logits(x), engine.predict_logits(x))
     for a, b in ((engine, x[:32]), (resumed, x[:32])):
         a.step(b, y[:32])

@@ -9,7 +9,7 @@ import torch
 from plasticd.learn.engine import Engine
 from plasticd.model import growth
 from plasticd.model.plastic_net import NEURON_AXES
-from tests.conftest import small_settings
+from tests.helpers import small_settings
 
 
 def _train(engine: Engine, steps: int, seed: int) -> None:

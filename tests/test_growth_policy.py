@@ -12,7 +12,7 @@ from plasticd.learn.engine import Engine
 from plasticd.learn.growth_policy import PlateauDetector, budget_allows, step_cost
 from plasticd.learn.reports import GrowthReport, log_growth
 from plasticd.log import get_logger
-from tests.conftest import small_settings
+from tests.helpers import small_settings
 
 
 def _feed(detector: PlateauDetector, accuracies: list[float], chunk: int = 1000) -> None:
@@ -146,7 +146,7 @@ def test_growth_events_name_the_decision_and_the_sizes() -> None:
 
 def test_worker_handles_a_grow_message(tmp_path) -> None:
     from plasticd.service.messages import Grow
-    from tests.daemon_helpers import worker_around
+    from tests.helpers import worker_around
 
     settings = _noise_settings()
     engine = Engine.from_settings(settings)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.daemon_helpers import CLASSES, DIM, Daemon, drop, files_in, predictions, sample_json, wait_until, write_config
+from tests.helpers import CLASSES, DIM, Daemon, drop, files_in, predictions, sample_json, wait_until, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -134,7 +134,8 @@ def test_hostile_inputs_are_quarantined_with_their_reasons(tmp_path: Path) -> No
         drop(inbox, "after.json", sample_json(rng))  # still serving
         wait_until(lambda: any(p["file"] == "after.json" for p in predictions(tmp_path)), 30, "a file after the attack")
     finally:
-        assert d.stop() == 0, d.tail()
+        exit_code = d.stop()
+    assert exit_code == 0, d.tail()
     assert not marker.exists(), "a pickled payload ran"
     found = {}
     for sidecar in files_in(tmp_path / "data_failed", "*.error.json"):

@@ -16,7 +16,7 @@ from plasticd.log import get_logger
 from plasticd.model.merge import MagMaxFold, id_positions
 from plasticd.service.messages import Merge, Rewire
 from plasticd.service.scheduler import Activity, MaintenanceScheduler
-from tests.conftest import small_settings
+from tests.helpers import small_settings
 
 
 def params(n: int, fill: float = 0.0, d: int = 3, c: int = 2) -> dict[str, torch.Tensor]:
@@ -233,7 +233,7 @@ def test_a_merge_never_produces_non_finite_weights(seed: int) -> None:
 @pytest.mark.slow
 def test_the_daemon_merges_when_idle_and_keeps_the_history_across_a_restart(tmp_path) -> None:
     """Real process: two idle periods after enough samples → base, then a merge; the fold survives SIGTERM."""
-    from tests.daemon_helpers import Daemon, drop, sample_json, write_config
+    from tests.helpers import Daemon, drop, sample_json, write_config
 
     # average_every = 1: a backlog of 25 files may be one micro-batch, and the average must move for τ ≠ 0
     write_config(tmp_path, "[merge]\nenabled = true\nmin_samples = 20\n[train]\naverage_every = 1\n")
@@ -248,7 +248,8 @@ def test_the_daemon_merges_when_idle_and_keeps_the_history_across_a_restart(tmp_
             drop(tmp_path / "data_inbox", f"b-{i:02d}.json", sample_json(rng))
         second = d.wait_for_event("merge.applied", count=2)[1]
     finally:
-        assert d.stop() == 0, d.tail()
+        exit_code = d.stop()
+    assert exit_code == 0, d.tail()
     assert first["reason"] == "idle" and first["tasks"] == 0 and first["changed"] == 0  # the base
     assert second["tasks"] == 1 and second["changed"] > 0 and second["lam"] == 0.5
     d = Daemon(tmp_path)
@@ -258,7 +259,8 @@ def test_the_daemon_merges_when_idle_and_keeps_the_history_across_a_restart(tmp_
             drop(tmp_path / "data_inbox", f"c-{i:02d}.json", sample_json(rng))
         third = d.wait_for_event("merge.applied")[0]
     finally:
-        assert d.stop() == 0, d.tail()
+        exit_code = d.stop()
+    assert exit_code == 0, d.tail()
     assert third["tasks"] == 2  # the fold came back from the checkpoint
 
 

@@ -10,7 +10,7 @@ import torch
 from plasticd.data.fashion_mnist import load_split
 from plasticd.data.stream import stream_batches
 from plasticd.learn.engine import Engine
-from tests.conftest import make_settings
+from tests.helpers import make_settings
 
 
 @pytest.mark.slow

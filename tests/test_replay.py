@@ -7,7 +7,7 @@ import torch
 
 from plasticd.learn.engine import Engine
 from plasticd.model.replay import ReservoirBuffer
-from tests.conftest import small_settings
+from tests.helpers import small_settings
 
 
 def offer_stream(buf: ReservoirBuffer, n: int, batch: int) -> None:

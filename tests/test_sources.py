@@ -7,7 +7,7 @@ import threading
 from pathlib import Path
 
 from plasticd.service.sources import InboxSource
-from tests.daemon_helpers import wait_until
+from tests.helpers import wait_until
 
 
 def test_renamed_in_and_closed_files_are_ready_at_once_a_file_being_written_is_not(tmp_path: Path) -> None:

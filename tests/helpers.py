@@ -1,8 +1,16 @@
-"""Helpers for tests that run the real ``plasticd`` process in a temporary folder."""
+"""Helpers shared by the test modules (the one place for them; conftest.py holds only fixtures).
+
+* settings: ``make_settings``, ``small_settings``;
+* data: ``toy_data``, a learnable toy problem;
+* logs and faults: ``events_named``, ``no_space``, ``fail_fsync``, ``fail_rename``;
+* the real ``plasticd`` process in a temporary folder: ``write_config``, ``Daemon``,
+  ``drop``, ``wait_until``, ``files_in``, ``predictions``, and ``worker_around``.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import signal
@@ -13,6 +21,79 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pytest
+import torch
+
+from plasticd.config import Settings, load_settings
+
+# ---------------------------------------------------------------- settings
+
+
+def make_settings(**sections: dict) -> Settings:
+    """Settings from defaults plus per-section overrides, e.g. make_settings(model={"neurons": 16})."""
+    return load_settings(None, sections)
+
+
+def small_settings(**sections: dict) -> Settings:
+    """A tiny network on the CPU for fast unit tests; sections override the small defaults."""
+    base: dict = {
+        "model": {"neurons": 24, "iterations": 3, "input_dim": 12, "num_classes": 4},
+        "runtime": {"device": "cpu", "seed": 0},
+        "plasticity": {"interval": 0, "min_age": 0, "buffer_size": 32},
+    }
+    for name, values in sections.items():
+        base[name] = {**base.get(name, {}), **values}
+    return load_settings(None, base)
+
+
+# ---------------------------------------------------------------- data
+
+
+def toy_data(n: int, dim: int = 12, classes: int = 4, seed: int = 0) -> tuple[torch.Tensor, np.ndarray]:
+    """A learnable toy problem: the class is the argmax of a fixed linear map of x."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, dim, generator=g)
+    proj = torch.randn(dim, classes, generator=torch.Generator().manual_seed(99))
+    return x, (x @ proj).argmax(dim=1).numpy()
+
+
+# ---------------------------------------------------------------- logs and injected faults
+
+
+def events_named(logs: list[dict], name: str) -> list[dict]:
+    """The captured log entries (``structlog.testing.capture_logs``) whose event is ``name``."""
+    return [entry for entry in logs if entry["event"] == name]
+
+
+def no_space() -> OSError:
+    return OSError(errno.ENOSPC, "No space left on device")
+
+
+def fail_fsync(monkeypatch: pytest.MonkeyPatch, wanted: Callable[[str], bool]) -> None:
+    """os.fsync raises ENOSPC for the file descriptors whose path ``wanted`` picks."""
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        if wanted(os.readlink(f"/proc/self/fd/{fd}")):
+            raise no_space()
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+
+
+def fail_rename(monkeypatch: pytest.MonkeyPatch, suffix: str, error: BaseException) -> None:
+    """os.rename raises ``error`` for every destination ending in ``suffix``."""
+    real = os.rename
+
+    def rename(src, dst) -> None:
+        if str(dst).endswith(suffix):
+            raise error
+        real(src, dst)
+
+    monkeypatch.setattr(os, "rename", rename)
+
+
+# ---------------------------------------------------------------- the real plasticd process
 
 DIM, CLASSES = 8, 3
 CONFIG = f"""
