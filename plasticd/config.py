@@ -51,9 +51,19 @@ class TrainSettings(_Section):
     weight_decay: float = Field(0.0, ge=0.0, description="L2 (adam, sgd) or decoupled (adamw) weight decay")
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="cross-entropy label smoothing")
     average_decay: float = Field(
-        0.998, ge=0.0, lt=1.0, description="EMA of weights used for predictions (0 predicts with live weights)"
+        0.998,
+        ge=0.0,
+        lt=1.0,
+        description="per labelled sample: decay of the weight average that predictions use (horizon ~1/(1-decay) samples; 0: no average)",
     )
-    average_every: int = Field(4, ge=1, le=100, description="steps between updates of the weight average")
+    average_every: int = Field(
+        4, ge=1, le=100, description="labelled samples between updates of the weight average (the decay compounds over them)"
+    )
+    select_horizon: int = Field(
+        200,
+        ge=0,
+        description="predict with the live weights instead of the average while they were more accurate over ~this many recent labelled samples (0: always the average)",
+    )
     max_batch: int = Field(32, ge=1, description="largest micro-batch the worker forms under backlog")
     window: int = Field(10000, ge=1, description="samples in the recent-accuracy window")
 
@@ -96,6 +106,24 @@ class PlasticitySettings(_Section):
         if self.min_sparsity > self.max_sparsity:
             raise ValueError(f"min_sparsity ({self.min_sparsity}) exceeds max_sparsity ({self.max_sparsity})")
         return self
+
+
+class DriftSettings(_Section):
+    """Reacting to a change of the concept: a detector on the prequential error, and what the engine does on an alarm."""
+
+    detector: Literal["adwin", "kswin", "page_hinkley", "off"] = Field(
+        "adwin", description="change detector on the 0/1 prequential error (river); off: never react"
+    )
+    delta: float = Field(0.002, gt=0.0, lt=1.0, description="ADWIN's confidence δ (KSWIN: its α); smaller fires less often")
+    min_samples: int = Field(200, ge=1, description="labelled samples after an alarm before the next one counts")
+    reset_average: bool = Field(
+        True, description="on an alarm, set the prediction average to the live weights and warm it up again"
+    )
+    rearm_growth: bool = Field(True, description="on an alarm, let a growth policy that stopped growing grow again")
+    lr_boost: float = Field(
+        1.0, ge=1.0, le=10.0, description="on an alarm, multiply the learning rate by this, decaying back over boost_samples (1: off)"
+    )
+    boost_samples: int = Field(1000, ge=1, description="labelled samples over which a learning-rate boost decays to 1")
 
 
 class MergeSettings(_Section):
@@ -258,6 +286,7 @@ class Settings(BaseSettings):
     train: TrainSettings = TrainSettings()
     plasticity: PlasticitySettings = PlasticitySettings()
     growth: GrowthSettings = GrowthSettings()
+    drift: DriftSettings = DriftSettings()
     merge: MergeSettings = MergeSettings()
     replay: ReplaySettings = ReplaySettings()
     runtime: RuntimeSettings = RuntimeSettings()

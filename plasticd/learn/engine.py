@@ -34,6 +34,7 @@ import torch
 from torch import Tensor
 
 from plasticd.config import (
+    DriftSettings,
     GrowthSettings,
     MergeSettings,
     ModelSettings,
@@ -43,7 +44,10 @@ from plasticd.config import (
     TrainSettings,
 )
 from plasticd.errors import NonFiniteError
+from plasticd.learn.average import AverageClock
+from plasticd.learn.choice import CopyChoice
 from plasticd.learn.consolidate import Consolidator, merge_due
+from plasticd.learn.drift import Alarm, DriftMonitor
 from plasticd.learn.growth_policy import (
     GrowthPolicy,
     Network,
@@ -52,7 +56,7 @@ from plasticd.learn.growth_policy import (
     growth_check,
 )
 from plasticd.learn.metrics import MetricsSnapshot, PrequentialMetrics
-from plasticd.learn.reports import GrowthReport, MergeReport, Report, RewireReport
+from plasticd.learn.reports import DriftReport, GrowthReport, MergeReport, Report, RewireReport
 from plasticd.learn.state import EngineState, from_checkpoint, to_checkpoint
 from plasticd.model.buffer import RecentBuffer
 from plasticd.model.growth import gather_neurons
@@ -61,6 +65,7 @@ from plasticd.model.optim import (
     OptimConfig,
     build_optimizer,
     reset_entries,
+    set_lr,
     zero_first_moments,
 )
 from plasticd.model.plastic_net import (
@@ -146,6 +151,7 @@ class Engine:
         replay: ReplaySettings,
         seed: int = 0,
         device: torch.device | str = "cpu",
+        drift: DriftSettings = DriftSettings(),
     ) -> None:
         self.device = torch.device(device)
         self.train_settings = train
@@ -162,6 +168,10 @@ class Engine:
         self.replay = ReservoirBuffer(replay.size, self.cfg.input_dim, self.device, seed=seed + 2) if replay.size else None
         self.consolidator = Consolidator(merge)  # MagMax fold, drift detector (merge.py, consolidate.py)
         self.metrics = PrequentialMetrics(train.window)
+        self.clock = AverageClock(train.average_decay, train.average_every)  # the average's per-sample schedule
+        self.choice = CopyChoice(copies, train.select_horizon)  # which copy predicts (choice.py)
+        self.drift_settings = drift
+        self.drift = DriftMonitor(drift)  # change detector on the prequential error (drift.py)
         self.rng = torch.Generator(device=self.device).manual_seed(seed + 1)
         self.steps = 0  # optimizer steps taken
         self.trained_at_rewire = 0  # labelled samples trained on when the last plasticity cycle ran
@@ -189,6 +199,7 @@ class Engine:
             replay=settings.replay,
             seed=settings.runtime.seed,
             device=device if device is not None else resolve_device(settings.runtime.device),
+            drift=settings.drift,
         )
 
     def _install(self, theta: dict[str, Tensor], mask: Tensor, optimizer_state: dict[str, dict[str, Any]] | None = None) -> None:
@@ -206,6 +217,8 @@ class Engine:
         self._scratch: Tensor | None = None  # (N, N) float32 score buffer for plasticity cycles, made on first use
         self.live = {k: v[LIVE] for k, v in self.theta.items()}
         self.avg = {k: v[-1] for k, v in self.theta.items()} if self.copies == 2 else None
+        if self.choice.copies != self.copies:  # averaging switched on or off since the checkpoint
+            self.choice.resize(self.copies)
         self.grads = {k: torch.zeros_like(v) for k, v in self.live.items()}
         for name, p in self.live.items():
             p.grad = self.grads[name]
@@ -242,11 +255,12 @@ class Engine:
         train = (labels, is_lab, n_lab)  # what _learn trains on: this batch, plus replayed rows when replay is on
         if n_lab and self.replay is not None and len(self.replay):
             xn, train = self._with_replay(xn, labels, is_lab, n_lab)
-        # Every copy runs on the batch; predictions come from the last (the average
-        # when there is one), from the weights as they were before this step's update.
-        theta = self.theta if n_lab else {k: v[-1:] for k, v in self.theta.items()}
+        # Every copy runs on a labelled batch (training needs the live one, the choice scores all);
+        # predictions come from the chosen copy, as it was before this step's update.
+        chosen = self.choice.chosen()
+        theta = self.theta if n_lab else {k: v[chosen : chosen + 1] for k, v in self.theta.items()}
         trace = forward(theta, xn, self.cfg)
-        pred_logits = trace.logits[-1, :b]  # replayed rows (after the first b) are never predicted
+        pred_logits = trace.logits[chosen if n_lab else 0, :b]  # replayed rows (after the first b) are never predicted
         try:
             # Finite but huge inputs overflow the running variance; rsqrt(inf) = 0 would then
             # blind the network to every later input: refuse the batch like a non-finite output.
@@ -256,6 +270,7 @@ class Engine:
                 raise NonFiniteError(f"the network's {what} for this batch are not finite")
             if n_lab:
                 self._learn(trace, *train)
+                self._follow_average(n_lab)
         except NonFiniteError:
             self.norm.restore(norm_before)
             raise
@@ -268,6 +283,12 @@ class Engine:
         correct = predicted[is_lab] == labels[is_lab]
         self.metrics.update(correct, loss[is_lab], unlabelled=b - n_lab, trained=n_lab)
         self.consolidator.observe(~correct)
+        if n_lab and self.choice.enabled:
+            by_copy = trace.logits[:, :b].argmax(dim=2).cpu().numpy()[:, is_lab]  # (S, n_lab)
+            self.choice.observe(by_copy == labels[is_lab])
+        alarm = self.drift.observe((~correct).astype(np.float64), self.metrics.trained - n_lab)
+        if alarm is not None:
+            self._adapt(alarm)
         if plasticity:
             self._maintain()
         return StepResult(predicted=predicted, confidence=confidence, loss=loss, labels=labels, trained=n_lab)
@@ -283,6 +304,37 @@ class Engine:
         due = merge_due(merge, self.consolidator, self.consolidator.since_boundary(self.metrics.trained))
         if due:
             self.merge(due, min_samples=merge.min_samples)
+
+    @property
+    def learning_rate(self) -> float:
+        """The rate now: ``train.lr``, times a boost that decays linearly over ``drift.boost_samples`` after an alarm."""
+        d = self.drift_settings
+        since = self.metrics.trained - self.drift.last_alarm_at
+        left = max(0.0, 1.0 - since / d.boost_samples) if self.drift.alarms else 0.0
+        return self.train_settings.learning_rate * (1.0 + (d.lr_boost - 1.0) * left)
+
+    def _follow_average(self, samples: int) -> None:
+        """The average follows the live weights as far as ``samples`` newly learned ones take it (average.py)."""
+        weight = self.clock.advance(samples)
+        if self.avg is not None and weight is not None:
+            torch._foreach_lerp_(list(self.avg.values()), list(self.live.values()), weight)
+
+    def _adapt(self, alarm: Alarm) -> None:
+        """React to a detected change: restart the average from the live weights, re-arm growth (drift.*)."""
+        actions = []
+        if self.drift_settings.reset_average and self.avg is not None:
+            torch._foreach_copy_(list(self.avg.values()), list(self.live.values()))
+            self.clock.restart()
+            self.choice.level()
+            actions.append("average_reset")
+        if self.drift_settings.rearm_growth and self.growth.rearm():
+            actions.append("growth_rearmed")
+        self._reports.append(
+            DriftReport(
+                detector=alarm.detector, trained=alarm.trained, error_recent=alarm.error_recent,
+                error_before=alarm.error_before, since_last=alarm.since_last, actions=tuple(actions),
+            )
+        )  # fmt: skip
 
     def take_reports(self) -> list[Report]:
         """The maintenance reports (rewire, growth, merge) since the last call, oldest first."""
@@ -329,19 +381,15 @@ class Engine:
         self.grads["w"].mul_(self.mask_f)  # absent connections get no update
         if not all_finite(list(self.grads.values())):
             raise NonFiniteError("the gradient of this batch is not finite; the update was not applied")
+        if self.drift.alarms and self.drift_settings.lr_boost > 1.0:
+            set_lr(self.optimizer, self.learning_rate)
         self.optimizer.step()
         self.steps += 1
-        every = self.train_settings.average_every
-        if self.avg is not None and self.steps % every == 0:
-            # EMA with a warm-up (early weights are forgotten fast), applied every
-            # `every` steps with the decay compounded: same horizon, 1/every the traffic.
-            t = self.steps
-            decay = min(self.train_settings.average_decay, (1.0 + t) / (10.0 + t)) ** every
-            torch._foreach_lerp_(list(self.avg.values()), list(self.live.values()), 1.0 - decay)
 
     def predict_logits(self, x: Tensor, batch_size: int = 4096) -> Tensor:
-        """Logits (B, C) for ``x`` (B, D) as the engine would predict them now; changes no state."""
-        theta = {k: v[-1:] for k, v in self.theta.items()}
+        """Logits (B, C) for ``x`` (B, D) as the engine would predict them now (the chosen copy); changes no state."""
+        chosen = self.choice.chosen()
+        theta = {k: v[chosen : chosen + 1] for k, v in self.theta.items()}
         with torch.no_grad():
             out = [
                 forward(theta, self.norm(x[i : i + batch_size].to(self.device, torch.float32)), self.cfg).logits[0]
@@ -514,6 +562,9 @@ class Engine:
                 "copies": self.copies,
                 "optimizer": self.train_settings.optimizer,
             },
+            average=self.clock.state_dict(),
+            choice=torch.from_numpy(self.choice.state_dict()),
+            drift=self.drift.state_dict(),
         ))  # fmt: skip
 
     def load_state(self, tensors: dict[str, Tensor], meta: dict) -> None:
@@ -539,6 +590,11 @@ class Engine:
         if self.replay is not None and s.replay:
             self.replay.load_state_dict(s.replay)
         self._install(s.theta, s.mask, s.optimizer)
+        self.clock.load_state_dict(s.average)
+        if s.choice is not None:
+            self.choice.load_state_dict(s.choice.numpy())
+        self.drift.load_state_dict(s.drift)
+        self.drift.rebuild(1.0 - self.metrics.recent_correct(self.metrics.window), self.metrics.trained - self.drift.last_alarm_at)
 
     # ------------------------------------------------------------------- reports
 

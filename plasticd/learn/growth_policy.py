@@ -197,6 +197,17 @@ class GrowthPolicy:
         why = f"plateau: accuracy {plateau.recent:.4f} vs {plateau.previous:.4f} (gain < {plateau.noise:.4f})"
         return allowed, why + (f"; limited by {limit}" if limit else "")
 
+    def rearm(self) -> bool:
+        """The concept changed (a drift alarm): judge plateaus afresh and grow again if growth had stopped.
+
+        Returns whether growth had stopped (and so was re-armed)."""
+        if not self.settings.enabled:
+            return False
+        was = self.saturated
+        self.saturated, self.failures, self.grown_at_accuracy = False, 0, None
+        self.detector.reset()
+        return was
+
     def state_dict(self) -> dict:
         return {
             "detector": self.detector.state_dict(),

@@ -51,6 +51,12 @@ class PrequentialMetrics:
         self._loss_ring[idx] = loss
         self._pos = (self._pos + b) % self.window
 
+    def recent_correct(self, k: int) -> np.ndarray:
+        """(min(k, kept),) float 0/1 correctness of the latest labelled samples, oldest first (at most ``window`` kept)."""
+        n = max(0, min(k, self.labelled, self.window))
+        idx = (self._pos - n + np.arange(n)) % self.window
+        return self._correct_ring[idx].astype(np.float64)
+
     def snapshot(self) -> MetricsSnapshot:
         filled = min(self.labelled, self.window)
         return MetricsSnapshot(

@@ -1,6 +1,6 @@
 """What maintenance did: one report type per kind of change, and how each is logged.
 
-The Engine runs rewiring, growth checks and merges (when its cadences say so
+The Engine runs rewiring, growth checks, merges and drift reactions (when its cadences say so
 inside ``step``, or when asked through ``rewire``/``grow``/``merge``) and
 queues a report for each; the service takes them with
 ``Engine.take_reports()`` and logs them with ``log_report``. A report whose
@@ -74,7 +74,23 @@ class MergeReport:
         return self.skipped is None
 
 
-Report = RewireReport | GrowthReport | MergeReport
+@dataclass(frozen=True)
+class DriftReport:
+    """A detected change of the concept (the evidence) and what the engine did about it."""
+
+    detector: str
+    trained: int  # labelled samples learned when it fired
+    error_recent: float  # prequential error rate over the latest samples ...
+    error_before: float | None  # ... and over those before them
+    since_last: int  # labelled samples since the previous alarm
+    actions: tuple[str, ...]  # the adaptations applied: "average_reset", "growth_rearmed"
+
+    @property
+    def changed(self) -> bool:
+        return True  # the monitor's state changed (and usually the weights): worth a checkpoint
+
+
+Report = RewireReport | GrowthReport | MergeReport | DriftReport
 
 
 def log_rewire(log, report: RewireReport) -> None:
@@ -120,11 +136,23 @@ def log_merge(log, report: MergeReport) -> None:
         log.info("merge.skipped", why=report.skipped, **fields)
 
 
+def log_drift(log, report: DriftReport) -> None:
+    """``drift.detected`` with its evidence; ``drift.adapted`` with what was done (when anything was)."""
+    log.info(
+        "drift.detected", detector=report.detector, trained=report.trained, error_recent=report.error_recent,
+        error_before=report.error_before, since_last=report.since_last,
+    )  # fmt: skip
+    if report.actions:
+        log.info("drift.adapted", actions=list(report.actions), trained=report.trained)
+
+
 def log_report(log, report: Report) -> None:
     """The events of one maintenance report (see each ``log_*``)."""
     if isinstance(report, RewireReport):
         log_rewire(log, report)
     elif isinstance(report, GrowthReport):
         log_growth(log, report)
+    elif isinstance(report, DriftReport):
+        log_drift(log, report)
     else:
         log_merge(log, report)

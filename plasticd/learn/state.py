@@ -47,6 +47,9 @@ class EngineState:
     trained_at_rewire: int
     rewires: int
     architecture: dict  # input_dim, output_dim, neurons, iterations, activation, copies, optimizer
+    average: dict  # AverageClock.state_dict(): samples pending and the warm-up's age
+    choice: Tensor | None  # (S,) float64 CopyChoice scores (None: absent, older checkpoint)
+    drift: dict  # DriftMonitor.state_dict()
 
 
 def to_checkpoint(state: EngineState) -> tuple[dict[str, Tensor], dict]:
@@ -66,6 +69,8 @@ def to_checkpoint(state: EngineState) -> tuple[dict[str, Tensor], dict]:
     tensors["neuron_born"] = state.neuron_born
     if state.rng_growth is not None:
         tensors["rng.growth"] = state.rng_growth
+    if state.choice is not None:
+        tensors["choice.score"] = state.choice
     meta = {
         "next_neuron_id": state.next_neuron_id,
         "growth": state.growth,
@@ -73,6 +78,8 @@ def to_checkpoint(state: EngineState) -> tuple[dict[str, Tensor], dict]:
         "trained_at_rewire": state.trained_at_rewire,
         "rewires": state.rewires,
         "architecture": state.architecture,
+        "average": state.average,
+        "drift": state.drift,
     }
     return tensors, meta
 
@@ -115,6 +122,7 @@ def from_checkpoint(
     ids = tensors["neuron_ids"].to("cpu", torch.int64, copy=True) if "neuron_ids" in tensors else torch.arange(n)
     born = tensors.get("neuron_born")  # absent before growth existed: every neuron counts as old
     rng_growth = tensors.get("rng.growth")
+    choice = tensors.get("choice.score")
     return EngineState(
         theta=theta,
         mask=tensors["mask"].to(device, torch.bool, copy=True),
@@ -136,4 +144,8 @@ def from_checkpoint(
         trained_at_rewire=meta["trained_at_rewire"],
         rewires=meta["rewires"],
         architecture=arch,
+        # Before the clock counted samples it counted optimizer steps: the step count carries the warm-up on.
+        average=meta.get("average", {"pending": 0, "age": meta["steps"]}),
+        choice=choice.to("cpu", torch.float64, copy=True) if choice is not None else None,
+        drift=meta.get("drift", {}),
     )

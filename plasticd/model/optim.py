@@ -89,3 +89,12 @@ def zero_first_moments(opt: Optimizer, params: list[Tensor]) -> None:
     for p in params:
         for moment in state_tensors(opt, p, FIRST_MOMENTS):
             moment.zero_()
+
+
+def set_lr(opt: Optimizer, lr: float) -> None:
+    """Set the learning rate of every parameter group (PlainSGD has one rate)."""
+    if isinstance(opt, PlainSGD):
+        opt.lr = lr
+        return
+    for group in opt.param_groups:
+        group["lr"] = lr
