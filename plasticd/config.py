@@ -54,7 +54,9 @@ class TrainSettings(_Section):
         0.998,
         ge=0.0,
         lt=1.0,
-        description="per labelled sample: decay of the weight average that predictions use (horizon ~1/(1-decay) samples; 0: no average)",
+        description=(
+            "per labelled sample: decay of the weight average that predictions use (horizon ~1/(1-decay) samples; 0: no average)"
+        ),
     )
     average_every: int = Field(
         4, ge=1, le=100, description="labelled samples between updates of the weight average (the decay compounds over them)"
@@ -62,7 +64,10 @@ class TrainSettings(_Section):
     select_horizon: int = Field(
         200,
         ge=0,
-        description="predict with the live weights instead of the average while they were more accurate over ~this many recent labelled samples (0: always the average)",
+        description=(
+            "predict with the live weights instead of the average while they were more accurate "
+            "over ~this many recent labelled samples (0: always the average)"
+        ),
     )
     max_batch: int = Field(32, ge=1, description="largest micro-batch the worker forms under backlog")
     window: int = Field(10000, ge=1, description="samples in the recent-accuracy window")
@@ -121,7 +126,10 @@ class DriftSettings(_Section):
     )
     rearm_growth: bool = Field(True, description="on an alarm, let a growth policy that stopped growing grow again")
     lr_boost: float = Field(
-        1.0, ge=1.0, le=10.0, description="on an alarm, multiply the learning rate by this, decaying back over boost_samples (1: off)"
+        1.0,
+        ge=1.0,
+        le=10.0,
+        description=("on an alarm, multiply the learning rate by this, decaying back over boost_samples (1: off)"),
     )
     boost_samples: int = Field(1000, ge=1, description="labelled samples over which a learning-rate boost decays to 1")
 
@@ -158,11 +166,12 @@ class GrowthSettings(_Section):
     interval: int = Field(
         2000, ge=0, description="labelled samples learned between growth checks while training (0: only when idle)"
     )
-    horizon: int = Field(
-        6000, ge=100, description="plateau: accuracy of the last `horizon` samples vs the `horizon` before them"
-    )
+    horizon: int = Field(6000, ge=100, description="plateau: accuracy of the last `horizon` samples vs the `horizon` before them")
     min_delta: float = Field(
-        0.005, ge=0.0, lt=1.0, description="smallest accuracy gain that counts as progress (noise, 2 standard errors, can raise it)"
+        0.005,
+        ge=0.0,
+        lt=1.0,
+        description=("smallest accuracy gain that counts as progress (noise, 2 standard errors, can raise it)"),
     )
     patience: int = Field(
         2, ge=1, description="growths in a row that bring no gain beyond noise and trend before growth stops (re-armed by a drop)"
@@ -241,7 +250,11 @@ class CheckpointSettings(_Section):
     idle_seconds: float = Field(1.0, ge=0.0, description="... or this long without new samples")
     keep: int = Field(3, ge=1, le=100, description="checkpoints kept on disk")
     retry_seconds: float = Field(
-        5.0, gt=0.0, description="after a failed checkpoint (disk full, I/O error), wait this long before the next try; doubles per failure, up to 60x"
+        5.0,
+        gt=0.0,
+        description=(
+            "after a failed checkpoint (disk full, I/O error), wait this long before the next try; doubles per failure, up to 60x"
+        ),
     )
     max_failures: int = Field(
         10, ge=0, description="consecutive failed checkpoints before the daemon stops with exit code 1 (0: never stop)"

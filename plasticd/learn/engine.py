@@ -409,9 +409,13 @@ class Engine:
         """One plasticity cycle: refresh usage statistics on recent samples, prune, regrow."""
         active = self.active_connections
         if not self.plasticity_settings.enabled:
-            return self._report(RewireReport(self.metrics.trained, 0, 0, active, active, 0, 0.0, 0.0, skipped="plasticity disabled"))
+            return self._report(
+                RewireReport(self.metrics.trained, 0, 0, active, active, 0, 0.0, 0.0, skipped="plasticity disabled")
+            )
         if len(self.buffer) == 0:
-            return self._report(RewireReport(self.metrics.trained, 0, 0, active, active, 0, 0.0, 0.0, skipped="no labelled samples yet"))
+            return self._report(
+                RewireReport(self.metrics.trained, 0, 0, active, active, 0, 0.0, 0.0, skipped="no labelled samples yet")
+            )
         t0 = time.perf_counter()
         xb, yb = self.buffer.contents()
         trace = forward({k: v[LIVE : LIVE + 1] for k, v in self.theta.items()}, self.norm(xb), self.cfg)
@@ -423,23 +427,23 @@ class Engine:
         t1 = time.perf_counter()
         if self._scratch is None or self._scratch.shape != self.live["w"].shape:
             self._scratch = torch.empty_like(self.live["w"])  # kept: fresh N² buffers cost page faults
-        plan = plan_rewire(
-            self.plasticity, self.live["w"], self.mask, grads["w"], self.stats, self.rng, scratch=self._scratch
-        )
+        plan = plan_rewire(self.plasticity, self.live["w"], self.mask, grads["w"], self.stats, self.rng, scratch=self._scratch)
         self.apply_rewire(plan)
         t2 = time.perf_counter()
         self.trained_at_rewire = self.metrics.trained
         self.rewires += 1
-        return self._report(RewireReport(
-            trained=self.metrics.trained,
-            pruned=plan.prune.numel(),
-            regrown=plan.grow.numel(),
-            active_before=plan.active_before,
-            active_after=plan.active_before - plan.prune.numel() + plan.grow.numel(),
-            eligible=plan.eligible,
-            estimate_ms=(t1 - t0) * 1e3,
-            rewire_ms=(t2 - t1) * 1e3,
-        ))
+        return self._report(
+            RewireReport(
+                trained=self.metrics.trained,
+                pruned=plan.prune.numel(),
+                regrown=plan.grow.numel(),
+                active_before=plan.active_before,
+                active_after=plan.active_before - plan.prune.numel() + plan.grow.numel(),
+                eligible=plan.eligible,
+                estimate_ms=(t1 - t0) * 1e3,
+                rewire_ms=(t2 - t1) * 1e3,
+            )
+        )
 
     def _report(self, report: RewireReport) -> RewireReport:
         self._reports.append(report)
@@ -463,7 +467,13 @@ class Engine:
         t0 = time.perf_counter()
         m = self.metrics
         check = growth_check(
-            self.growth, trigger, self.network, self._samples(), (m.trained, m.labelled, m.correct), self.neuron_born, self.growth_rng
+            self.growth,
+            trigger,
+            self.network,
+            self._samples(),
+            (m.trained, m.labelled, m.correct),
+            self.neuron_born,
+            self.growth_rng,
         )
         for resize in check.resizes:
             self.resize(resize.theta, resize.mask, resize.index)
@@ -594,7 +604,9 @@ class Engine:
         if s.choice is not None:
             self.choice.load_state_dict(s.choice.numpy())
         self.drift.load_state_dict(s.drift)
-        self.drift.rebuild(1.0 - self.metrics.recent_correct(self.metrics.window), self.metrics.trained - self.drift.last_alarm_at)
+        self.drift.rebuild(
+            1.0 - self.metrics.recent_correct(self.metrics.window), self.metrics.trained - self.drift.last_alarm_at
+        )
 
     # ------------------------------------------------------------------- reports
 
