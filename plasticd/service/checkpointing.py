@@ -12,6 +12,7 @@ only ``checkpoint.max_failures`` failures in a row stop the daemon.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from plasticd.config import Settings
 from plasticd.errors import CheckpointError
@@ -49,6 +50,8 @@ class Checkpointing:
         self.failures = 0  # consecutive failed checkpoints
         self.last_failure = ""  # what the last failed checkpoint said
         self._retry_at = 0.0  # monotonic time before which a failed checkpoint is not retried
+        # called after each save attempt with what it wrote (None: it failed) and its seconds (the metrics exporter)
+        self.on_save: list[Callable[[CheckpointInfo | None, float], None]] = []
 
     @property
     def waiting(self) -> int:
@@ -78,11 +81,14 @@ class Checkpointing:
             stream=None,
         )
         meta.update(self.feed.resume_state(), reason=reason)
+        started = time.monotonic()
         try:
             info = self._save(tensors, meta)
         except CheckpointError as exc:
             self._failed(reason, exc)
+            self._saved(None, started)
             return None
+        self._saved(info, started)
         self.failures = 0
         self.last = info
         self.activity.unsaved_samples = 0
@@ -140,6 +146,11 @@ class Checkpointing:
         except OSError as exc:
             raise CheckpointError(f"cannot make the predictions journal {self.predictions.path} durable: {exc}") from exc
         return self.store.save(tensors, meta)
+
+    def _saved(self, info: CheckpointInfo | None, started: float) -> None:
+        """The ``on_save`` hooks, after an attempt (``info`` None: it failed) that began at monotonic ``started``."""
+        for hook in self.on_save:
+            hook(info, time.monotonic() - started)
 
     def _failed(self, reason: str, exc: CheckpointError) -> None:
         self.failures += 1

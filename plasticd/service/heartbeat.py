@@ -40,6 +40,8 @@ class Heartbeat:
         self._next_beat = 0.0
         self._next_progress = time.monotonic() + PROGRESS_EVERY_S
         self._rate_mark = (time.monotonic(), 0)
+        self.last_tick = time.monotonic()  # when the loop last turned (``tick``); the metrics' /healthz reads it
+        self.published: dict = {}  # the last status written, for readers on other threads (the metrics exporter)
 
     def set_state(self, state: State) -> None:
         if state != self.state:
@@ -63,6 +65,7 @@ class Heartbeat:
 
     def tick(self) -> None:
         """A beat, when ``daemon.status_seconds`` have passed since the last one."""
+        self.last_tick = time.monotonic()
         if time.monotonic() >= self._next_beat:
             self.beat()
 
@@ -119,18 +122,14 @@ class Heartbeat:
     def _write_status_file(self) -> None:
         m = self.engine.snapshot()
         ckpt = self.checkpoints.last
-        write_status(
-            self.settings.paths.state,
-            {
-                "state": self.state.value,
-                **m.as_dict(),
-                **self.counters.as_dict(),
-                "queue_depth": self.feed.backlog,
-                "pending_files": self.checkpoints.waiting,
-                **self.model_facts(),
-                "last_checkpoint": None
-                if ckpt is None
-                else {"path": str(ckpt.json_path), "seq": ckpt.seq, "created": ckpt.created},
-                "inbox": str(self.settings.paths.inbox),
-            },
-        )
+        self.published = status = {
+            "state": self.state.value,
+            **m.as_dict(),
+            **self.counters.as_dict(),
+            "queue_depth": self.feed.backlog,
+            "pending_files": self.checkpoints.waiting,
+            **self.model_facts(),
+            "last_checkpoint": None if ckpt is None else {"path": str(ckpt.json_path), "seq": ckpt.seq, "created": ckpt.created},
+            "inbox": str(self.settings.paths.inbox),
+        }  # replaced whole, never changed in place: another thread may hold the previous one
+        write_status(self.settings.paths.state, status)

@@ -33,6 +33,7 @@ class Outcome:
 
     done: list[Item] = field(default_factory=list)  # predicted (and trained on, if labelled)
     failed: list[Item] = field(default_factory=list)  # quarantined
+    reasons: list[str] = field(default_factory=list)  # the quarantine reason code of each item in ``failed``, in order
     samples: int = 0
 
     @property
@@ -162,3 +163,4 @@ class Pipeline:
             where = str(quarantine(item.claim, self.failed_folder, reason, message, error_type))
         self.log.warning("sample.quarantined", file=item.name, reason=reason, error=message, exception=error_type, moved_to=where)
         out.failed.append(item)
+        out.reasons.append(reason)

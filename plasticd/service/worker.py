@@ -18,7 +18,7 @@ from typing import Literal
 
 from plasticd.config import Settings
 from plasticd.learn.engine import Engine
-from plasticd.learn.reports import log_report
+from plasticd.learn.reports import Report, log_report
 from plasticd.log import get_logger
 from plasticd.service.checkpointing import Checkpointing
 from plasticd.service.checkpoints import CheckpointInfo, CheckpointStore
@@ -74,6 +74,7 @@ class Worker:
     activity: Activity = field(default_factory=Activity)
     counters: Counters = field(default_factory=Counters)
     on_batch: list[Callable[[Outcome], None]] = field(default_factory=list)  # called after each processed micro-batch
+    on_report: list[Callable[[Report], None]] = field(default_factory=list)  # called for each maintenance report, once logged
 
     def __post_init__(self) -> None:
         self.log = get_logger("worker")
@@ -92,6 +93,7 @@ class Worker:
         self.heartbeat = Heartbeat(self.settings, self.engine, self.feed, self.notifier, self.counters, self.checkpoints)
         self.stopping = False  # the loop ends before its next turn
         self.stop_signal: int | None = None  # the signal that asked for the stop, if one did
+        self.batch_seconds = 0.0  # time the last micro-batch spent in the pipeline (on_batch hooks read it)
 
     # --------------------------------------------------------------- lifecycle
 
@@ -205,7 +207,9 @@ class Worker:
     def process(self, items: list[Item]) -> Outcome:
         """One micro-batch through the pipeline; its claims wait for a checkpoint; then the ``on_batch`` hooks."""
         self.heartbeat.set_state(State.BUSY)
+        started = time.perf_counter()
         outcome = self.pipeline.process(items)
+        self.batch_seconds = time.perf_counter() - started
         self._log_reports()
         self.checkpoints.trained([item.claim for item in outcome.done if item.claim is not None])
         self.counters.files_processed += outcome.files_processed
@@ -256,4 +260,6 @@ class Worker:
         """Log the maintenance the engine did (rewiring, growth, merges); a change wants a checkpoint."""
         for report in self.engine.take_reports():
             log_report(self.log, report)
+            for hook in self.on_report:
+                hook(report)
             self.activity.unsaved_changes = self.activity.unsaved_changes or report.changed
