@@ -14,7 +14,7 @@ from typing import Any
 
 from plasticd import __version__
 from plasticd.bench import add_bench_group
-from plasticd.config import Settings, load_settings, parse_overrides
+from plasticd.config import Settings, config_file_from_env, load_settings, parse_overrides
 from plasticd.errors import ConfigError, PlasticdError
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
@@ -46,8 +46,6 @@ def _settings_args(parser: argparse.ArgumentParser) -> None:
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
     """Settings for this invocation: file < env < --set < dedicated flags."""
-    import os
-
     overrides = parse_overrides(args.set)
     flag_map = {
         ("runtime", "device"): args.device,
@@ -59,7 +57,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     for (section, field), value in flag_map.items():
         if value is not None:
             overrides.setdefault(section, {})[field] = value
-    config = args.config or (Path(os.environ["PLASTICD_CONFIG"]) if os.environ.get("PLASTICD_CONFIG") else None)
+    config = args.config or config_file_from_env()
     return load_settings(config, overrides)
 
 

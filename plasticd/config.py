@@ -10,12 +10,20 @@ Settings are passed around explicitly; nothing is read at import time.
 from __future__ import annotations
 
 import contextvars
+import os
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+    TomlConfigSettingsSource,
+)
 
 from plasticd.errors import ConfigError
 
@@ -220,8 +228,13 @@ class RuntimeSettings(_Section):
 
 
 class PathSettings(_Section):
-    """Folders and files. Relative paths are taken from the working directory."""
+    """Folders and files. Relative paths are taken from paths.root (unset: the working directory)."""
 
+    root: Path | None = Field(
+        None,
+        description="folder the relative paths below are taken from (unset: the working directory); "
+        "lets 'plasticd status' find a service's state from anywhere",
+    )
     dataset: Path = Field(Path("/usr/share/datasets/fashion-mnist"), description="Fashion-MNIST IDX .gz folder")
     inbox: Path = Field(Path("data_inbox"), description="producers drop sample files here")
     processed: Path = Field(Path("data_processed"), description="inbox files go here once learned")
@@ -229,6 +242,22 @@ class PathSettings(_Section):
     work: Path = Field(Path("data_work"), description="claimed files wait here until a checkpoint covers them")
     checkpoints: Path = Field(Path("checkpoints"), description="checkpoint folder")
     state: Path = Field(Path("state"), description="status file and predictions journal")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _under_root(cls, data: Any) -> Any:
+        """With ``root`` set, every relative path is taken from it (an absolute one stays as it is)."""
+        if not isinstance(data, Mapping) or data.get("root") in (None, ""):
+            return data
+        root = Path(data["root"]).absolute()
+        out = dict(data, root=root)
+        for name, field in cls.model_fields.items():
+            if name == "root":
+                continue
+            value = data.get(name, field.default)
+            if value is not None:
+                out[name] = root / Path(value)  # root / an absolute path is that path
+        return out
 
 
 class DaemonSettings(_Section):
@@ -284,6 +313,25 @@ class LogSettings(_Section):
     file: Path | None = Field(None, description="also append JSON lines here")
 
 
+class MetricsSettings(_Section):
+    """Prometheus metrics over HTTP (/metrics, /healthz); off by default (plasticd/service/exporter.py)."""
+
+    enabled: bool = Field(False, description="serve /metrics and /healthz while the worker loop runs (run, ingest)")
+    host: str = Field(
+        "127.0.0.1",
+        min_length=1,
+        description="address to listen on: 127.0.0.1 is this host only; 0.0.0.0 or :: every interface (the systemd unit's"
+        " RestrictAddressFamilies= must then allow AF_INET, or AF_INET6 for ::)",
+    )
+    port: int = Field(9464, ge=0, le=65535, description="TCP port (0: any free port, named in the metrics.listening event)")
+    stall_seconds: float = Field(
+        60.0,
+        gt=0.0,
+        description="/healthz answers 503 once the worker loop has not turned for this long (a step, rewiring"
+        " cycle or checkpoint that takes longer counts as a stall)",
+    )
+
+
 class Settings(BaseSettings):
     """All of plasticd's configuration."""
 
@@ -308,6 +356,7 @@ class Settings(BaseSettings):
     checkpoint: CheckpointSettings = CheckpointSettings()
     limits: LimitSettings = LimitSettings()
     log: LogSettings = LogSettings()
+    metrics: MetricsSettings = MetricsSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -360,11 +409,67 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     return tree
 
 
+ENV_PREFIX = "PLASTICD_"
+CONFIG_ENV = "PLASTICD_CONFIG"
+_NOT_SETTINGS = {CONFIG_ENV, "PLASTICD_TEST_DATASET"}  # PLASTICD_* variables that are not settings
+
+
+def config_file_from_env(environ: Mapping[str, str] | None = None) -> Path | None:
+    """The config file named by ``$PLASTICD_CONFIG``, or None.
+
+    A leading ``-`` makes it optional, as in systemd's ``EnvironmentFile=-``:
+    ``PLASTICD_CONFIG=-/etc/plasticd/plasticd.toml`` is used when the file
+    exists and ignored when it does not. Without the dash a missing file is an
+    error (``load_settings`` says so), as it is with ``--config``.
+    """
+    value = (os.environ if environ is None else environ).get(CONFIG_ENV, "")
+    if not value:
+        return None
+    if value.startswith("-"):
+        path = Path(value[1:])
+        return path if path.exists() else None
+    return Path(value)
+
+
+def check_environment(environ: Mapping[str, str] | None = None) -> None:
+    """Refuse PLASTICD_* variables that name no setting: a misspelled section would otherwise be ignored silently."""
+    environ = os.environ if environ is None else environ
+    sections = Settings.model_fields
+    for key in sorted(environ):
+        if not key.upper().startswith(ENV_PREFIX) or key.upper() in _NOT_SETTINGS:
+            continue
+        parts = key[len(ENV_PREFIX) :].lower().split("__")
+        section = parts[0]
+        hint = f"settings are {ENV_PREFIX}<SECTION>__<FIELD>; sections: {', '.join(sections)}"
+        if section not in sections:
+            raise ConfigError(f"environment variable {key}: there is no settings section {section!r} ({hint})")
+        annotation = sections[section].annotation
+        fields = annotation.model_fields if isinstance(annotation, type) and issubclass(annotation, BaseModel) else {}
+        if len(parts) > 2 or (len(parts) == 2 and parts[1] not in fields):
+            raise ConfigError(
+                f"environment variable {key}: section [{section}] has no field {'__'.join(parts[1:])!r} "
+                f"(fields: {', '.join(fields)}; 'plasticd config' lists them)"
+            )
+
+
+def _env_parse_error(err: SettingsError, environ: Mapping[str, str]) -> ConfigError:
+    """pydantic-settings' 'error parsing value for field "train"' made concrete: which variables, and the syntax."""
+    match = str(err).split('"')
+    section = match[1] if len(match) > 2 else ""
+    names = [f"{k}={v!r}" for k, v in sorted(environ.items()) if k.upper().startswith(f"{ENV_PREFIX}{section.upper()}__")]
+    where = ", ".join(names) or f"{ENV_PREFIX}{section.upper()}"
+    return ConfigError(
+        f"invalid settings (environment): cannot parse {where}: lists and tables are written as JSON, "
+        f"e.g. {ENV_PREFIX}TRAIN__BETAS='[0.9, 0.999]'"
+    )
+
+
 def load_settings(config_file: Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
     """Build Settings from defaults, an optional TOML file, the environment and overrides.
 
-    Raises ConfigError naming every offending field.
+    Raises ConfigError naming every offending field (or environment variable).
     """
+    check_environment()
     if config_file is not None:
         if not config_file.is_file():
             raise ConfigError(f"config file {config_file} does not exist or is not a file")
@@ -378,6 +483,8 @@ def load_settings(config_file: Path | None = None, overrides: dict[str, Any] | N
         return Settings(**(overrides or {}))
     except ValidationError as err:
         raise ConfigError(_format_validation_error(err, origin)) from None
+    except SettingsError as err:
+        raise _env_parse_error(err, os.environ) from None
     finally:
         _TOML_FILE.reset(token)
 
