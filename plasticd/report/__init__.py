@@ -1,0 +1,70 @@
+"""``plasticd report``: how the model learned, drawn from the journal, the log and the checkpoints.
+
+``register`` adds the sub-command to the command line's parser; the command
+line passes in how it adds and resolves settings (this package never imports
+``plasticd.cli``: the layering has no cycles). The work is in ``page.render``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from plasticd.config import Settings
+
+HELP = "render an HTML page with plots of accuracy, loss, events, network size, throughput and latency"
+DESCRIPTION = (
+    "Read the predictions journal (paths.state/predictions.jsonl and its rotated files), the JSON-lines log "
+    "(log.file, when set) and the checkpoints (paths.checkpoints), and write DIR/index.html with one PNG per "
+    "figure: prequential and window accuracy over samples, loss, drift/rewiring/growth/merge events marked on "
+    "the sample axis, neurons and active connections, throughput over time and latency percentiles. The journal "
+    "is streamed into fixed bins, so a journal of millions of records takes seconds and little memory. Missing "
+    "sources are named on the page. Read-only: safe while the daemon runs."
+)
+
+
+def register(
+    subparsers: Any,
+    *,
+    settings_args: Callable[[argparse.ArgumentParser], None],
+    settings_from_args: Callable[[argparse.Namespace], Settings],
+    epilog: str,
+) -> argparse.ArgumentParser:
+    """Add ``report`` to ``subparsers``; its handler resolves the settings with ``settings_from_args``."""
+    p = subparsers.add_parser(
+        "report", help=HELP, description=DESCRIPTION, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--out", type=Path, default=Path("report"), metavar="DIR", help="folder for index.html and the PNGs (default report/)"
+    )
+    p.add_argument("--journal", type=Path, metavar="FILE", help="predictions journal (default paths.state/predictions.jsonl)")
+    p.add_argument("--log", type=Path, metavar="FILE", help="JSON-lines log (default log.file)")
+    p.add_argument("--checkpoints", type=Path, metavar="DIR", help="checkpoint folder (default paths.checkpoints)")
+    p.add_argument("--window", type=int, metavar="N", help="samples in the window curves (default: a twentieth of the run)")
+    settings_args(p)
+    p.set_defaults(func=lambda args: run(settings_from_args(args), args))
+    return p
+
+
+def run(settings: Settings, args: argparse.Namespace) -> int:
+    from plasticd.report.page import render
+
+    started = time.monotonic()
+    rendered = render(
+        journal=args.journal or settings.paths.state / "predictions.jsonl",
+        log_file=args.log or settings.log.file,
+        checkpoints=args.checkpoints or settings.paths.checkpoints,
+        out=args.out,
+        window=args.window,
+    )
+    for note in rendered.missing:
+        print(f"plasticd report: {note}", file=sys.stderr)
+    print(
+        f"report: {rendered.page} ({len(rendered.figures)} figures, {rendered.curves.samples:,} records, "
+        f"{time.monotonic() - started:.1f}s)"
+    )
+    return 0
