@@ -16,6 +16,7 @@ from plasticd import __version__
 from plasticd.bench import add_bench_group
 from plasticd.config import Settings, config_file_from_env, load_settings, parse_overrides
 from plasticd.errors import ConfigError, PlasticdError
+from plasticd.report import register as add_report_command
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
@@ -196,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_status)
 
     add_bench_group(sub, settings_args=_settings_args, func=cmd_bench, epilog=_SETTINGS_HELP)
+    add_report_command(sub, settings_args=_settings_args, settings_from_args=settings_from_args, epilog=_SETTINGS_HELP)
 
     p = sub.add_parser(
         "config",
