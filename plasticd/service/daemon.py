@@ -25,6 +25,7 @@ from plasticd.log import get_logger
 from plasticd.samples import Limits
 from plasticd.service.checkpoints import CheckpointStore
 from plasticd.service.claims import Claimer, WorkArea
+from plasticd.service.exporter import start_exporter
 from plasticd.service.feeds import FileFeed, StreamFeed
 from plasticd.service.messages import Wake
 from plasticd.service.notify import Notifier
@@ -84,6 +85,7 @@ def _serve(worker: Worker, settings: Settings, source: FolderSource | None) -> R
     import time
 
     start = time.monotonic()
+    exporter = start_exporter(worker, settings.metrics)  # None unless metrics.enabled
     scheduler = MaintenanceScheduler(settings, worker.activity, worker.post, watch_inbox=isinstance(source, InboxSource))
     if isinstance(source, InboxSource):
         source.wake = lambda: worker.post(Wake())
@@ -92,6 +94,8 @@ def _serve(worker: Worker, settings: Settings, source: FolderSource | None) -> R
     try:
         worker.run()
     finally:
+        if exporter is not None:
+            exporter.stop()
         scheduler.stop()
         if isinstance(source, InboxSource):
             source.stop()
