@@ -212,6 +212,16 @@ class CheckpointStore:
                 continue  # not a usable record; load_latest reports it loudly
         return infos
 
+    def load(self, seq: int) -> LoadedCheckpoint:
+        """Checkpoint ``seq``, verified like ``load_latest`` (record, size, hash, layout); CheckpointError(reason) if not."""
+        json_path = self.folder / f"ckpt-{seq:010d}.json"
+        if not json_path.is_file():
+            raise CheckpointError(f"no checkpoint {seq} in {self.folder}")
+        try:
+            return _verify(json_path)
+        except CheckpointError as exc:
+            raise CheckpointError(f"checkpoint {seq} ({json_path}) is not valid: {exc}") from exc
+
     def load_latest(self) -> LoadedCheckpoint | None:
         """The newest checkpoint that verifies, or None when the folder holds no checkpoint JSON at all.
 

@@ -1,0 +1,108 @@
+"""``plasticd export OUT``: the model as one self-contained file that runs without the daemon.
+
+OUT is a safetensors file with the weights of the copy the daemon predicts with
+(``Engine.choice.chosen()``: the weight average unless the live weights were
+lately more accurate), the connection mask and the input standardisation, and
+a JSON header in the safetensors metadata (architecture, format version,
+normalisation, source checkpoint). ``loader.py`` in this package reads it with
+NumPy alone; its docstring is the format's specification.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from plasticd.bench.common import SubParsers
+from plasticd.config import Settings
+from plasticd.errors import PlasticdError
+
+if TYPE_CHECKING:
+    from plasticd.learn.engine import Engine
+
+
+def register(subparsers: SubParsers) -> list[argparse.ArgumentParser]:
+    p = subparsers.add_parser(
+        "export",
+        help="write the model as a self-contained safetensors file, runnable without the daemon",
+        description="Write OUT: a safetensors file with the predicting copy's weights (w_in, b_in, w, w_out, b_out), "
+        "the connection mask and the input normalisation (norm.mean, norm.var), and a JSON header in its metadata "
+        "(architecture, format version, normalisation, source checkpoint). The newest valid checkpoint is read "
+        "read-only (safe while the daemon runs). plasticd/tools/loader.py runs the file with NumPy and safetensors "
+        "only: load(OUT).predict_proba(x).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("out", type=Path, metavar="OUT", help="the model file to write (e.g. model.safetensors)")
+    p.add_argument("--checkpoint", type=int, metavar="SEQ", help="export checkpoint SEQ instead of the newest")
+    p.add_argument("--force", action="store_true", help="replace OUT if it exists")
+    p.set_defaults(run=run)
+    return [p]
+
+
+def run(settings: Settings, args: argparse.Namespace) -> int:
+    from plasticd.tools import setup
+    from plasticd.tools.saved import engine_from, load_checkpoint, store_for_reading
+
+    setup(settings)
+    out: Path = args.out
+    if out.exists() and not args.force:
+        raise PlasticdError(f"export: {out} exists; pass --force to replace it")
+    loaded = load_checkpoint(store_for_reading(settings), args.checkpoint)
+    engine = engine_from(settings, loaded, device="cpu")
+    header = export(engine, out, source={"checkpoint": loaded.info.seq, "created": loaded.info.created})
+    a = header["architecture"]
+    print(
+        f"exported checkpoint {loaded.info.seq} ({header['source']['copy']} weights, {a['neurons']} neurons, "
+        f"{a['input_dim']} inputs, {a['classes']} classes) to {out}; load it with plasticd/tools/loader.py"
+    )
+    return 0
+
+
+def export(engine: Engine, out: Path, source: dict) -> dict:
+    """Write ``engine``'s predicting copy to ``out`` atomically (temp file, fsync, rename); returns the header."""
+    from safetensors.torch import save
+
+    from plasticd.model.normalize import EPS
+    from plasticd.tools import loader
+
+    chosen = engine.choice.chosen()
+    tensors = {k: v[chosen].detach().float().cpu().contiguous() for k, v in engine.theta.items()}
+    tensors["mask"] = engine.mask.cpu().contiguous()
+    norm = engine.norm
+    if norm.enabled:
+        tensors["norm.mean"] = norm.mean.float().cpu().contiguous()
+        tensors["norm.var"] = norm.var.float().cpu().contiguous()
+
+    cfg = engine.cfg
+    header = {
+        "format": loader.FORMAT,
+        "version": loader.VERSION,
+        "architecture": {
+            "input_dim": cfg.input_dim,
+            "classes": cfg.output_dim,
+            "neurons": cfg.neurons,
+            "iterations": cfg.iterations,
+            "activation": cfg.activation,
+        },
+        "normalization": {"kind": "standardize", "eps": EPS} if norm.enabled else {"kind": "none"},
+        "source": {
+            **source,
+            "samples_seen": engine.metrics.seen,
+            "copy": "average" if engine.copies > 1 and chosen == engine.copies - 1 else "live",
+        },
+    }
+    payload = save(tensors, metadata={loader.HEADER_KEY: json.dumps(header)})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return header
