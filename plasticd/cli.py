@@ -17,6 +17,7 @@ from plasticd.bench import add_bench_group
 from plasticd.config import Settings, config_file_from_env, load_settings, parse_overrides
 from plasticd.errors import ConfigError, PlasticdError
 from plasticd.report import register as add_report_command
+from plasticd.tools import add_tools
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
@@ -198,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_bench_group(sub, settings_args=_settings_args, func=cmd_bench, epilog=_SETTINGS_HELP)
     add_report_command(sub, settings_args=_settings_args, settings_from_args=settings_from_args, epilog=_SETTINGS_HELP)
+    add_tools(sub, settings_args=_settings_args, settings_from_args=settings_from_args, epilog=_SETTINGS_HELP)
 
     p = sub.add_parser(
         "config",
