@@ -177,3 +177,19 @@ def test_a_checkpoint_carries_the_drift_state_and_learning_continues_identically
     assert original.drift.state_dict() == resumed.drift.state_dict()
     for k in original.theta:
         torch.testing.assert_close(original.theta[k], resumed.theta[k], rtol=0, atol=0)
+
+
+def test_the_monitor_alarms_on_a_rise_of_the_error_and_never_on_a_fall() -> None:
+    from plasticd.config import DriftSettings
+    from plasticd.learn.drift import DriftMonitor
+
+    rng = np.random.default_rng(6)
+    falling = np.concatenate([rng.random(3000) < 0.5, rng.random(12000) < 0.1]).astype(np.float64)  # learning
+    monitor = DriftMonitor(DriftSettings())
+    alarms = [monitor.observe(falling[i : i + 8], i) for i in range(0, falling.size, 8)]
+    assert not any(alarms), "an error rate that falls (a network learning) is no drift"
+    rising = np.concatenate([rng.random(9000) < 0.1, rng.random(1000) < 0.5]).astype(np.float64)
+    monitor = DriftMonitor(DriftSettings())
+    fired = [a for a in (monitor.observe(rising[i : i + 8], i) for i in range(0, rising.size, 8)) if a is not None]
+    assert len(fired) == 1 and 9000 < fired[0].trained < 9200
+    assert fired[0].error_before is not None and fired[0].error_before < 0.15 and fired[0].error_recent > 0.2

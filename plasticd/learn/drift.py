@@ -33,8 +33,9 @@ import numpy as np
 
 from plasticd.config import DriftSettings
 
-RING = 2048  # latest prequential errors kept as evidence
-BEFORE = 800  # errors before the change point that an alarm's "before" rate is taken over
+RING = 8192  # latest prequential errors kept as evidence
+BEFORE = 800  # errors before the change point that an alarm's "before" rate is taken over (at most)
+MIN_BEFORE = 100  # fewer kept errors before the change point: no evidence of a rise, no alarm
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ class Alarm:
     detector: str
     trained: int  # labelled samples learned when the alarm fired (the sample that triggered it included)
     error_recent: float  # error rate since the change point the detector found (ADWIN's new window)
-    error_before: float | None  # ... and over up to BEFORE samples before it (None: none kept)
+    error_before: float | None  # ... and over up to BEFORE samples before it (None: fewer than MIN_BEFORE kept)
     since_last: int  # labelled samples since the previous alarm (or since the start)
 
 
@@ -111,13 +112,13 @@ class DriftMonitor:
     def _evidence(self, at: int, end: int, recent: int) -> Alarm:
         """The alarm the errors kept show for a change ``recent`` samples before the ``end``-th kept one."""
         kept = self.ring[RING - self.filled :][:end]  # oldest first, up to the triggering sample
-        recent = max(1, min(recent, kept.size - 1))
+        recent = max(1, min(recent, kept.size))
         before = kept[max(0, kept.size - recent - BEFORE) : kept.size - recent]
         return Alarm(
             detector=self.settings.detector,
             trained=at,
             error_recent=round(float(kept[-recent:].mean()), 4),
-            error_before=round(float(before.mean()), 4) if before.size else None,
+            error_before=round(float(before.mean()), 4) if before.size >= MIN_BEFORE else None,
             since_last=at - self.last_alarm_at,
         )
 
