@@ -7,15 +7,20 @@ that never overwrites (a taken name becomes ``stem~N.ext``).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
+import shutil
+import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 from plasticd.errors import WorkAreaError
 
 NAME_MAX = 255  # bytes, the usual limit of one path component
 SEP = "~"  # between a name and its uniquifying counter (and a claim's sequence number)
+TMP_MARK = ".tmp-"  # temp files are ``.<name>.tmp-<pid>``: dot files, which no source takes
 
 
 def fsync_dir(folder: Path) -> None:
@@ -43,15 +48,26 @@ def write_json_atomic(path: Path, payload: dict, durable: bool = True) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def _cut(raw: bytes, size: int) -> bytes:
+    """The first ``size`` bytes of ``raw`` or fewer: never the leading bytes of a UTF-8 character without its tail
+    (a cut inside a character makes an invalid name on disk and a lone surrogate wherever the name is shown)."""
+    if len(raw) <= size:
+        return raw
+    cut = max(size, 0)
+    while cut > 0 and (raw[cut] & 0xC0) == 0x80:  # raw[cut] continues the character before it: cut before that one
+        cut -= 1
+    return raw[:cut]
+
+
 def fit_name(name: str, prefix: str, reserve: int = 0) -> str:
     """``prefix + name``, ``name``'s stem shortened to fit NAME_MAX bytes with ``reserve`` bytes to spare
-    (for a suffix the caller adds: a sidecar's ``.error.json``, a temp file's pid)."""
+    (for a suffix the caller adds: a sidecar's ``.error.json``, a temp file's pid); cut on a character boundary."""
     raw = os.fsencode(name)
     room = NAME_MAX - len(os.fsencode(prefix)) - reserve
     if len(raw) > room:
         stem, ext = os.path.splitext(name)
-        ext_raw = os.fsencode(ext)[:16]
-        raw = os.fsencode(stem)[: room - len(ext_raw)] + ext_raw
+        ext_raw = _cut(os.fsencode(ext), 16)
+        raw = _cut(os.fsencode(stem), room - len(ext_raw)) + ext_raw
     return prefix + os.fsdecode(raw)
 
 
@@ -63,30 +79,80 @@ def same_file(a: Path, b: Path) -> bool:
     return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
 
 
+def candidate_names(name: str, reserve: int = 0) -> Iterator[str]:
+    """``name``, then ``stem~1.ext``, ``stem~2.ext`` …, each shortened to leave ``reserve`` bytes of NAME_MAX."""
+    stem, ext = os.path.splitext(name)
+    for n in range(10_000):
+        yield fit_name(name if n == 0 else f"{stem}{SEP}{n}{ext}", "", reserve)
+
+
+def link_new(src: Path, target: Path) -> None:
+    """Give ``src`` the new name ``target`` without ever replacing what is there (FileExistsError then).
+
+    ``link`` where the file system allows it; across file systems (a data folder on
+    another mount) a copy to a temp name in ``target``'s folder, made durable, then
+    linked into place: a reader never sees a partial file under ``target``. What
+    cannot be linked or copied (a folder) is renamed: then ``src`` is gone, so the
+    caller's unlink of ``src`` must allow for that. OSError (ENOSPC, EIO …) leaves
+    no temp file behind.
+    """
+    try:
+        os.link(src, target, follow_symlinks=False)
+        return
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        if exc.errno not in (errno.EXDEV, errno.EPERM, errno.ENOTSUP, errno.EMLINK, errno.EISDIR):
+            raise
+        cross_device = exc.errno == errno.EXDEV
+    if os.path.lexists(target):
+        raise FileExistsError(errno.EEXIST, "File exists", str(target))
+    if not (cross_device and stat.S_ISREG(os.lstat(src).st_mode)):
+        os.rename(src, target)  # what cannot be linked (a folder, a file system without hard links): ``src`` is gone
+        return
+    tmp = target.with_name(fit_name(target.name, ".", reserve=len(TMP_MARK) + 12) + f"{TMP_MARK}{os.getpid()}")
+    try:
+        shutil.copyfile(src, tmp, follow_symlinks=False)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(tmp, target)
+        except OSError as exc:
+            if exc.errno in (errno.EPERM, errno.ENOTSUP, errno.EMLINK) and not os.path.lexists(target):
+                os.rename(tmp, target)  # no hard links on that file system: a rename (a race could replace)
+                return
+            raise
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
 def move_no_overwrite(src: Path, folder: Path, name: str, reserve: int = 0) -> Path:
     """Move ``src`` into ``folder`` under ``name``, or ``stem~N.ext`` if that is taken; never overwrites.
     Names are shortened to leave ``reserve`` bytes of NAME_MAX for a suffix the caller will add.
 
-    Uses ``link`` + ``unlink`` (``link`` fails if the target exists); falls back
-    to ``rename`` for things that cannot be hard-linked (directories, some file systems).
+    ``link_new`` + ``unlink``: the new name fails if it exists, and a crash in between
+    leaves two names of one file, which the next call finishes (or, across file
+    systems, a complete copy next to the original, which is never lost).
     """
-    stem, ext = os.path.splitext(name)
-    for n in range(10_000):
-        target = folder / fit_name(name if n == 0 else f"{stem}{SEP}{n}{ext}", "", reserve)
+    for candidate in candidate_names(name, reserve):
+        target = folder / candidate
         try:
-            os.link(src, target, follow_symlinks=False)
+            link_new(src, target)
         except FileExistsError:
             if same_file(src, target):  # a crash came between our link and unlink: finish that move
                 os.unlink(src)
                 return target
             continue
-        except OSError as exc:
-            if exc.errno not in (errno.EPERM, errno.EXDEV, errno.ENOTSUP, errno.EMLINK, errno.EISDIR):
-                raise
-            if os.path.lexists(target):
-                continue
-            os.rename(src, target)
-            return target
-        os.unlink(src)
+        with contextlib.suppress(FileNotFoundError):  # renamed, not linked
+            os.unlink(src)
         return target
     raise WorkAreaError(f"no free name for {name!r} in {folder}")
+
+
+def stray_temp(name: str) -> bool:
+    """Whether ``name`` is a temp file one of these helpers leaves only when killed mid-write."""
+    return name.startswith(".") and TMP_MARK in name

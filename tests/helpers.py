@@ -113,6 +113,7 @@ status_seconds = 0.2
 [checkpoint]
 every_samples = 50
 idle_seconds = 0.3
+min_interval_seconds = 0.0
 [plasticity]
 interval = 40
 min_age = 10

@@ -7,12 +7,34 @@ moved on; every checkpoint lists both, so a crash between the save and the
 move never trains a file twice. A failed save (disk full, I/O error) is
 logged, not fatal: the next try comes after an exponential back-off, and
 only ``checkpoint.max_failures`` failures in a row stop the daemon.
+
+The invariant: a checkpoint's model has learned exactly the claims it lists
+as covered. The worker records a micro-batch's claims as pending only after
+the pipeline returns; any exception escaping the pipeline or an engine
+maintenance call (``guard``) can leave the model ahead of the pending list
+(e.g. the predictions journal or the log raised ENOSPC after
+``Engine.step``), so from then on this process saves no checkpoint at all,
+the shutdown one included (``checkpoint.refused``): the next start loads the
+last consistent checkpoint and learns the uncovered claims again, once.
+
+Checkpoints are rate-limited (``checkpoint.min_interval_seconds``, an
+optional ``max_bytes_per_hour`` budget): idle and timed checkpoints wait for
+the interval, so a slow trickle does not write a full model per file.
+``every_samples`` (a backlog) and the shutdown checkpoint are never held
+back. The guarantee is untouched: until a checkpoint covers them, claims
+simply wait in the work area. A checkpoint is written only when something
+changed (samples learned, a maintenance report that changed the model).
+
+Each checkpoint also lists the finished quarantines whose reason records
+are still in the work area (``quarantined``), so that ``files_failed`` is
+counted exactly once across crashes (see ``moves.Quarantine``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from plasticd.config import Settings
 from plasticd.errors import CheckpointError
@@ -22,7 +44,7 @@ from plasticd.service.checkpoints import CheckpointInfo, CheckpointStore
 from plasticd.service.claims import Claim, Session, WorkArea
 from plasticd.service.counters import Counters
 from plasticd.service.feeds import Feed
-from plasticd.service.moves import CoveredFiles
+from plasticd.service.moves import CoveredFiles, Quarantine
 from plasticd.service.predictions import PredictionWriter
 from plasticd.service.scheduler import Activity
 
@@ -35,6 +57,7 @@ class Checkpointing:
     def __init__(
         self, settings: Settings, engine: Engine, store: CheckpointStore, feed: Feed, predictions: PredictionWriter,
         activity: Activity, counters: Counters, work: WorkArea | None, session: Session | None,
+        quarantine: Quarantine | None = None,
     ) -> None:  # fmt: skip
         self.settings = settings
         self.engine = engine
@@ -50,6 +73,10 @@ class Checkpointing:
         self.failures = 0  # consecutive failed checkpoints
         self.last_failure = ""  # what the last failed checkpoint said
         self._retry_at = 0.0  # monotonic time before which a failed checkpoint is not retried
+        self.quarantine = quarantine if quarantine is not None else Quarantine(settings.paths.failed)
+        self.model_ahead = ""  # why the model may hold learning the pending claims do not record: nothing is saved
+        self._saved_at: float | None = None  # monotonic time of the last save by this process
+        self._saved_bytes = 0
         # called after each save attempt with what it wrote (None: it failed) and its seconds (the metrics exporter)
         self.on_save: list[Callable[[CheckpointInfo | None, float], None]] = []
 
@@ -62,6 +89,21 @@ class Checkpointing:
         """Claims just trained on: the next checkpoint covers them."""
         self.pending += claims
 
+    @contextlib.contextmanager
+    def guard(self, what: str) -> Iterator[None]:
+        """Around code that changes the model: if it raises, the model and the pending claims may disagree,
+        and no checkpoint is saved for the rest of this process (the module's invariant)."""
+        try:
+            yield
+        except BaseException as exc:
+            if not self.model_ahead:
+                self.model_ahead = f"{what} raised {type(exc).__name__}: {exc}"
+                self.log.error(
+                    "checkpoint.disabled", reason=self.model_ahead, pending_files=len(self.pending),
+                    action="no checkpoint until restart: the files since the last checkpoint are learned again then",
+                )  # fmt: skip
+            raise
+
     def checkpoint(self, reason: str) -> CheckpointInfo | None:
         """Save the model with the claims it covers, then move those files on.
 
@@ -69,14 +111,19 @@ class Checkpointing:
         the work area, the next try comes after a back-off (``maybe_checkpoint``),
         and only ``checkpoint.max_failures`` failures in a row stop the daemon.
         """
-        if not (self.activity.unsaved_changes or self.pending):
+        if self.model_ahead or not (self.activity.unsaved_changes or self.pending):
+            if self.model_ahead:
+                self.log.error("checkpoint.refused", reason=reason, error=self.model_ahead, pending_files=len(self.pending))
             if self.unmoved:
                 self.unmoved.move()
             return None
         tensors, meta = self.engine.state()
+        self.counters.files_failed += self.quarantine.take_done()
+        quarantined = self.quarantine.settled_keys
         meta.update(
             covered=[claim.key for claim in self.unmoved.claims + self.pending],  # until moved, every claim stays covered
             counters=self.counters.as_dict(),
+            quarantined=quarantined,
             stream_position=None,
             stream=None,
         )
@@ -91,6 +138,8 @@ class Checkpointing:
         self._saved(info, started)
         self.failures = 0
         self.last = info
+        self._saved_at, self._saved_bytes = time.monotonic(), info.tensors_bytes
+        self.quarantine.settle(quarantined)
         self.activity.unsaved_samples = 0
         self.activity.unsaved_changes = False
         self.unmoved.add(self.pending)
@@ -103,10 +152,20 @@ class Checkpointing:
         return info
 
     def maybe_checkpoint(self, reason: str) -> None:
-        """A checkpoint, unless the last one failed and its back-off has not passed (no retry storm)."""
-        if self.failures and time.monotonic() < self._retry_at:
+        """A checkpoint, unless the last one failed and its back-off has not passed (no retry storm), or, for
+        any reason but ``samples``, the last one was saved less than the rate limit's interval ago."""
+        now = time.monotonic()
+        if self.failures and now < self._retry_at:
+            return
+        if reason != "samples" and self._saved_at is not None and now < self._saved_at + self.min_interval():
             return
         self.checkpoint(reason)
+
+    def min_interval(self) -> float:
+        """Seconds between two rate-limited checkpoints: ``min_interval_seconds``, stretched by the byte budget."""
+        c = self.settings.checkpoint
+        budget = self._saved_bytes * 3600.0 / c.max_bytes_per_hour if c.max_bytes_per_hour else 0.0
+        return max(c.min_interval_seconds, budget)
 
     def tick(self) -> None:
         """The loop's turn: a checkpoint when enough samples are unsaved, else the moves that are due.
@@ -117,6 +176,9 @@ class Checkpointing:
             self.maybe_checkpoint("samples")
         elif self.unmoved.due():
             self.unmoved.move()
+        if self.quarantine.due():
+            self.quarantine.retry()
+            self.counters.files_failed += self.quarantine.take_done()
         limit = self.settings.checkpoint.max_failures
         if limit and self.failures >= limit:
             raise CheckpointError(
@@ -129,9 +191,16 @@ class Checkpointing:
     def check_final(self) -> None:
         """After the final checkpoint: CheckpointError (exit code 1) when it left work unsaved or unmoved."""
         if self.activity.unsaved_changes or self.pending:  # exit non-zero: what was learned is not saved
+            why = self.model_ahead or self.last_failure
             raise CheckpointError(
-                f"the final checkpoint failed ({self.last_failure}); {len(self.pending)} trained files stay in "
+                f"the final checkpoint failed ({why}); {len(self.pending)} trained files stay in "
                 f"{self.settings.paths.work} and are processed again at the next start"
+            )
+        if self.quarantine.waiting:
+            raise CheckpointError(
+                f"{len(self.quarantine.waiting)} refused files could not be moved to {self.quarantine.failed} "
+                f"(see file.quarantine_failed); they stay in {self.settings.paths.work} with their reasons and are "
+                "quarantined at the next start"
             )
         if self.unmoved:
             raise CheckpointError(

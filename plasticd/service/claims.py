@@ -6,7 +6,11 @@ racing for the same file exactly one rename succeeds. Claimed files stay in
 the work area until a durable checkpoint covers the training they caused;
 only then do they move on to their destination (processed/ or done/).
 Invalid files go to the failed folder at once, with a ``.error.json``
-sidecar, since they never touch the model.
+sidecar, since they never touch the model: their reason is written to the
+session folder first (``.quarantine-<seq>.json``), then the sidecar appears
+in the failed folder, then the file; a crash anywhere in between is finished
+at the next start, so no file ever sits in the failed folder without its
+reason. The record stays until a checkpoint has counted the quarantine.
 
 A *session* is one process run over one source: ``session.json`` records the
 source and destination folders so that, after a crash, the next run knows
@@ -20,6 +24,9 @@ Nothing is ever overwritten: a destination name that exists already gets
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import filecmp
 import json
 import os
 import time
@@ -27,10 +34,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from plasticd.errors import WorkAreaError
-from plasticd.fsutil import SEP, fit_name, fsync_dir, move_no_overwrite, write_json_atomic
+from plasticd.fsutil import (
+    SEP,
+    TMP_MARK,
+    candidate_names,
+    fit_name,
+    fsync_dir,
+    link_new,
+    same_file,
+    stray_temp,
+    write_json_atomic,
+)
 
 SESSION_FILE = "session.json"
 SIDECAR_SUFFIX = ".error.json"  # next to each quarantined file: why it was refused
+REASON_PREFIX = ".quarantine-"  # <work>/<session>/.quarantine-<seq>.json: a quarantine's reason until it is counted
 
 
 @dataclass(frozen=True)
@@ -132,6 +150,16 @@ class WorkArea:
         return claims
 
     @staticmethod
+    def reasons_of(session: Session) -> dict[int, Path]:
+        """The quarantine reason records in ``session`` by claim sequence number (see ``quarantine``)."""
+        records = {}
+        for entry in os.listdir(session.folder):
+            seq = entry.removeprefix(REASON_PREFIX).removesuffix(".json")
+            if entry.startswith(REASON_PREFIX) and entry.endswith(".json") and seq.isdigit():
+                records[int(seq)] = session.folder / entry
+        return records
+
+    @staticmethod
     def remove_if_empty(session: Session) -> bool:
         try:
             names = os.listdir(session.folder)
@@ -173,24 +201,135 @@ class Claimer:
         return Claim(session=self.session, path=target, seq=seq)
 
 
-def quarantine(claim: Claim, failed: Path, reason: str, message: str, error_type: str) -> Path:
-    """Move an invalid file to ``failed``, then write its ``<name>.error.json`` sidecar next to it.
+def reason_record(claim: Claim) -> Path:
+    """Where a claim's quarantine reason waits in its session folder (a dot file: never taken for a claim)."""
+    return claim.session.folder / f"{REASON_PREFIX}{claim.seq:08d}.json"
 
-    A crash between the two leaves the file without its sidecar; the reason
-    is still in the log (``sample.quarantined``).
+
+def sidecar_payload(claim: Claim, reason: str, message: str, error_type: str) -> dict:
+    return {
+        "file": claim.original_name,
+        "claim": claim.key,
+        "reason": reason,
+        "message": message,
+        "exception": error_type,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def quarantine(claim: Claim, failed: Path, reason: str, message: str, error_type: str) -> Path:
+    """Move an invalid file to ``failed`` with its ``<name>.error.json`` sidecar; returns the file's new path.
+
+    The reason is made durable in the work area first (``reason_record``), so a
+    crash at any later point is finished by ``finish_quarantine`` at the next
+    start. OSError (a full or read-only failed folder) leaves the file in the
+    work area with its reason: nothing is lost, the caller retries.
+    """
+    payload = sidecar_payload(claim, reason, message, error_type)
+    write_json_atomic(reason_record(claim), payload)
+    return finish_quarantine(claim, failed, payload)
+
+
+def finish_quarantine(claim: Claim, failed: Path, payload: dict) -> Path:
+    """The second half of ``quarantine`` (also run at start-up for a claim left with its reason record).
+
+    The sidecar appears first, the file second (``link_new``: neither ever
+    replaces anything), so ``failed`` never shows a file without its reason. A
+    name is used only if both it and its sidecar name are free: a sidecar can
+    never overwrite an earlier quarantined file (``victim.json.error.json``) nor
+    the other way round. A sidecar of ours found at a candidate name is a crash's
+    leftover and is reused. The record is removed by ``settle`` once a
+    checkpoint has counted the quarantine (``Counters.files_failed`` stays true).
     """
     failed.mkdir(parents=True, exist_ok=True)
-    final = move_no_overwrite(claim.path, failed, claim.original_name, reserve=len(SIDECAR_SUFFIX))
-    sidecar = final.with_name(final.name + SIDECAR_SUFFIX)
-    write_json_atomic(
-        sidecar,
-        {
-            "file": claim.original_name,
-            "claim": claim.key,
-            "reason": reason,
-            "message": message,
-            "exception": error_type,
-            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        },
-    )
-    return final
+    claim_path = claim.path
+    if not os.path.lexists(claim_path):
+        raise FileNotFoundError(errno.ENOENT, "claimed file vanished", str(claim_path))
+    for candidate in candidate_names(claim.original_name, reserve=len(SIDECAR_SUFFIX)):
+        final = failed / candidate
+        sidecar = failed / (candidate + SIDECAR_SUFFIX)
+        if os.path.lexists(final) and not _ours(claim_path, final, sidecar, payload):
+            continue
+        if not _place_sidecar(sidecar, payload):
+            continue
+        try:
+            link_new(claim_path, final)
+        except FileExistsError:
+            if not _ours(claim_path, final, sidecar, payload):  # taken meanwhile: our sidecar goes, the next name is tried
+                sidecar.unlink()
+                continue
+        fsync_dir(failed)
+        with contextlib.suppress(FileNotFoundError):  # a folder is renamed, not linked
+            os.unlink(claim_path)
+        return final
+    raise WorkAreaError(f"no free name for {claim.original_name!r} in {failed}")
+
+
+def _ours(claim_path: Path, final: Path, sidecar: Path, payload: dict) -> bool:
+    """Whether ``final`` is this claim's file placed by an interrupted earlier try (a link, or a complete copy
+    across file systems next to our sidecar)."""
+    if same_file(claim_path, final):
+        return True
+    try:
+        mine = json.loads(sidecar.read_text(encoding="utf-8")).get("claim") == payload["claim"]
+        return bool(mine) and filecmp.cmp(claim_path, final, shallow=False)
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _place_sidecar(sidecar: Path, payload: dict) -> bool:
+    """Create ``sidecar`` with ``payload`` unless the name is taken; True if it now holds this claim's reason."""
+    try:
+        existing = json.loads(sidecar.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        existing = None
+    except (OSError, ValueError):
+        return False  # someone else's file
+    if existing is not None:
+        return isinstance(existing, dict) and existing.get("claim") == payload["claim"]
+    pid = f"{TMP_MARK}{os.getpid()}"
+    tmp = sidecar.with_name(fit_name(sidecar.name, ".", reserve=len(pid)) + pid)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(payload, f, indent=1, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            link_new(tmp, sidecar)
+        except FileExistsError:
+            return False
+    finally:
+        tmp.unlink(missing_ok=True)
+    return True
+
+
+def clean_stray_temps(folder: Path) -> list[str]:
+    """Remove temp files a killed process left in ``folder`` (a half-written sidecar); returns their names.
+
+    Only those whose writer (the pid in the name) is gone: a live process may be writing its own.
+    """
+    removed: list[str] = []
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return removed
+    for name in names:
+        if not stray_temp(name):
+            continue
+        pid = name.rsplit("-", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid)):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(folder / name)
+            removed.append(name)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -40,6 +40,9 @@ class Heartbeat:
         self._next_beat = 0.0
         self._next_progress = time.monotonic() + PROGRESS_EVERY_S
         self._rate_mark = (time.monotonic(), 0)
+        watchdog = notifier.watchdog_seconds()
+        # at least twice per systemd watchdog period (WatchdogSec=), whatever daemon.status_seconds says
+        self.period = settings.daemon.status_seconds if watchdog is None else min(settings.daemon.status_seconds, watchdog / 2)
         self.last_tick = time.monotonic()  # when the loop last turned (``tick``); the metrics' /healthz reads it
         self.published: dict = {}  # the last status written, for readers on other threads (the metrics exporter)
 
@@ -64,7 +67,8 @@ class Heartbeat:
         self.log.info("daemon.stopped", **self.counters.as_dict())
 
     def tick(self) -> None:
-        """A beat, when ``daemon.status_seconds`` have passed since the last one."""
+        """A beat, when ``period`` (``daemon.status_seconds``, or half the systemd watchdog period if shorter)
+        has passed since the last one."""
         self.last_tick = time.monotonic()
         if time.monotonic() >= self._next_beat:
             self.beat()
@@ -72,7 +76,7 @@ class Heartbeat:
     def beat(self) -> None:
         """The status file, WATCHDOG=1 and STATUS for systemd; ``daemon.progress`` when due and not idle."""
         now = time.monotonic()
-        self._next_beat = now + self.settings.daemon.status_seconds
+        self._next_beat = now + self.period
         self.write_status()
         self.notifier.watchdog()
         self.notifier.status(self.status_line())

@@ -4,6 +4,8 @@ Under ``Type=notify`` the service manager waits for ``READY=1``; with
 ``WatchdogSec=`` it expects ``WATCHDOG=1`` pings more often than that;
 ``STATUS=`` lines show in ``systemctl status``; ``STOPPING=1`` announces a
 clean shutdown. Outside systemd (no $NOTIFY_SOCKET) every call is a no-op.
+``WatchdogSec=`` reaches the process as ``$WATCHDOG_USEC`` (and ``$WATCHDOG_PID``):
+``watchdog_seconds`` reads it, and the heartbeat pings at least twice per period.
 The protocol is one datagram per message; the only well-kept Python binding
 (systemd-python) needs libsystemd headers to build, so we speak it ourselves.
 """
@@ -22,6 +24,20 @@ class Notifier:
         if address:
             self._address = "\0" + address[1:] if address.startswith("@") else address
             self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+
+    @staticmethod
+    def watchdog_seconds(environ: dict[str, str] | None = None) -> float | None:
+        """systemd's watchdog period for this process (``$WATCHDOG_USEC``), or None when none is asked for
+        (unset, malformed, zero, or meant for another pid per ``$WATCHDOG_PID``)."""
+        env = os.environ if environ is None else environ
+        try:
+            usec = int(env.get("WATCHDOG_USEC", ""))
+        except ValueError:
+            return None
+        pid = env.get("WATCHDOG_PID", "")
+        if usec <= 0 or (pid and pid != str(os.getpid())):
+            return None
+        return usec / 1e6
 
     def send(self, *fields: str) -> bool:
         """Send ``KEY=value`` fields as one message; False if not under systemd or the send failed."""

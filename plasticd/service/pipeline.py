@@ -7,11 +7,22 @@ that trains on it). A micro-batch the engine rejects as non-finite changed
 nothing and is retried one item at a time, so only the guilty file is
 quarantined; a file larger than one micro-batch is learned all or nothing
 (the engine state is restored if a later step of it is rejected).
+
+A large file (34,000 samples) takes many steps: between two of them the
+pipeline calls ``between_chunks`` (the worker's heartbeat and stop check), so
+the service stays responsive. When that asks to stop, the file is abandoned
+whole: the engine is restored to its state before the file, no prediction of
+it is written, and the file and every item after it in the batch land in
+``Outcome.interrupted``: their claims stay in the work area, untouched, and
+are processed from the start at the next run. No checkpoint can be taken
+between chunks (checkpoints run only between micro-batches), so a partly
+learned file is never covered.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,8 +33,8 @@ from plasticd.errors import NonFiniteError, SampleError
 from plasticd.learn.engine import Engine, StepResult
 from plasticd.log import get_logger
 from plasticd.samples import SampleBatch
-from plasticd.service.claims import quarantine
 from plasticd.service.feeds import Item
+from plasticd.service.moves import Quarantine
 from plasticd.service.predictions import PredictionWriter
 
 
@@ -32,14 +43,19 @@ class Outcome:
     """What one call of ``Pipeline.process`` did."""
 
     done: list[Item] = field(default_factory=list)  # predicted (and trained on, if labelled)
-    failed: list[Item] = field(default_factory=list)  # quarantined
+    failed: list[Item] = field(default_factory=list)  # refused: quarantined (or waiting to be, see moves.Quarantine)
     reasons: list[str] = field(default_factory=list)  # the quarantine reason code of each item in ``failed``, in order
+    interrupted: list[Item] = field(default_factory=list)  # not processed: a stop came first; they changed nothing
     samples: int = 0
 
     @property
     def files_processed(self) -> int:
         """Files among ``done`` (a stream's slices are not files)."""
         return sum(item.claim is not None for item in self.done)
+
+
+class _Interrupted(Exception):
+    """``between_chunks`` asked to stop in the middle of a large file."""
 
 
 class Pipeline:
@@ -58,13 +74,21 @@ class Pipeline:
     """
 
     def __init__(
-        self, engine: Engine, predictions: PredictionWriter, failed_folder: Path, max_batch: int, sample_log_level: str = "info"
+        self,
+        engine: Engine,
+        predictions: PredictionWriter,
+        failed_folder: Path,
+        max_batch: int,
+        sample_log_level: str = "info",
+        retry_seconds: float = 5.0,
     ) -> None:
         self.engine = engine
         self.sample_log_level = sample_log_level
         self.predictions = predictions
         self.failed_folder = failed_folder
         self.max_batch = max_batch
+        self.quarantine = Quarantine(failed_folder, retry_seconds)  # the worker retries and recovers through it
+        self.between_chunks: Callable[[], bool] = lambda: False  # between the steps of a large file: True to stop
         self.log = get_logger("pipeline")
 
     def process(self, items: list[Item]) -> Outcome:
@@ -75,9 +99,12 @@ class Pipeline:
                 loaded.append((item, item.load()))
             except SampleError as exc:
                 self._reject(item, exc.reason, str(exc), type(exc).__name__, out)
-        for group in self._groups(loaded):
+        groups = self._groups(loaded)
+        for i, group in enumerate(groups):
             if len(group) == 1 and len(group[0][1].y) > self.max_batch:
-                self._step_big(group[0], out)
+                if not self._step_big(group[0], out):
+                    out.interrupted += [item for later in groups[i:] for item, _ in later]
+                    return out
                 continue
             try:
                 self._step(group, out)
@@ -103,18 +130,25 @@ class Pipeline:
                 size = n
         return groups
 
-    def _step_big(self, pair: tuple[Item, SampleBatch], out: Outcome) -> None:
-        """A file of more than max_batch samples takes several steps: all of them, or none."""
+    def _step_big(self, pair: tuple[Item, SampleBatch], out: Outcome) -> bool:
+        """A file of more than max_batch samples takes several steps: all of them, or none.
+        False when a stop request came between two of them (the file is left as it was)."""
         tensors, meta = self.engine.state()
         saved = ({k: v.clone() for k, v in tensors.items()}, meta)
         try:
-            self._step([pair], out)
+            self._step([pair], out, chunked=True)
         except NonFiniteError as exc:
             self.engine.load_state(*saved)
             self._reject(pair[0], "non_finite_training", str(exc), type(exc).__name__, out)
+        except _Interrupted:
+            self.engine.load_state(*saved)
+            self.log.info("sample.interrupted", file=pair[0].name, samples=len(pair[1].y), reason="stop requested")
+            return False
+        return True
 
-    def _step(self, loaded: list[tuple[Item, SampleBatch]], out: Outcome) -> None:
-        """Step through the concatenated samples of ``loaded``, max_batch at a time."""
+    def _step(self, loaded: list[tuple[Item, SampleBatch]], out: Outcome, chunked: bool = False) -> None:
+        """Step through the concatenated samples of ``loaded``, max_batch at a time (``chunked``: asking
+        ``between_chunks`` before each step after the first; _Interrupted when it says stop)."""
         x = np.concatenate([b.x for _, b in loaded])
         y = np.concatenate([b.y for _, b in loaded])
         owner = np.repeat(np.arange(len(loaded)), [len(b.y) for _, b in loaded])
@@ -122,6 +156,8 @@ class Pipeline:
         xt = torch.from_numpy(x)
         records: list[dict] = []
         for start in range(0, len(y), self.max_batch):
+            if chunked and start and self.between_chunks():
+                raise _Interrupted
             end = min(start + self.max_batch, len(y))
             seq0 = self.engine.metrics.seen
             result = self.engine.step(xt[start:end], y[start:end])
@@ -158,9 +194,16 @@ class Pipeline:
         return records
 
     def _reject(self, item: Item, reason: str, message: str, error_type: str, out: Outcome) -> None:
-        where = None
-        if item.claim is not None:
-            where = str(quarantine(item.claim, self.failed_folder, reason, message, error_type))
-        self.log.warning("sample.quarantined", file=item.name, reason=reason, error=message, exception=error_type, moved_to=where)
+        """Quarantine a refused item: it changed nothing. When the failed folder fails (full, read-only),
+        the file waits in the work area with its reason and ``Quarantine`` retries it (``file.quarantine_failed``)."""
         out.failed.append(item)
         out.reasons.append(reason)
+        where = None
+        if item.claim is None:
+            self.quarantine.done += 1  # a stream's slice: nothing to move, still a refusal to count
+        else:
+            final = self.quarantine.put(item.claim, reason, message, error_type)
+            if final is None:
+                return
+            where = str(final)
+        self.log.warning("sample.quarantined", file=item.name, reason=reason, error=message, exception=error_type, moved_to=where)

@@ -95,7 +95,7 @@ class FolderSource:
                     mtime = entry.stat(follow_symlinks=False).st_mtime
                 except FileNotFoundError:
                     continue  # claimed or removed meanwhile
-                if now - mtime >= self.settle_seconds:
+                if abs(now - mtime) >= self.settle_seconds:  # a future mtime (clock skew, a copied file) settles too
                     found.append((mtime, entry.name))
         with self._lock:
             for _, name in sorted(found):

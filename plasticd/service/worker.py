@@ -16,13 +16,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from plasticd import log
 from plasticd.config import Settings
 from plasticd.learn.engine import Engine
 from plasticd.learn.reports import Report, log_report
-from plasticd.log import get_logger
+from plasticd.log import emergency_line, get_logger
+from plasticd.service import signals
 from plasticd.service.checkpointing import Checkpointing
 from plasticd.service.checkpoints import CheckpointInfo, CheckpointStore
-from plasticd.service.claims import Session, WorkArea
+from plasticd.service.claims import Session, WorkArea, clean_stray_temps
 from plasticd.service.counters import Counters
 from plasticd.service.feeds import Feed, Item
 from plasticd.service.heartbeat import Heartbeat
@@ -89,10 +91,14 @@ class Worker:
             self.counters,
             self.work,
             self.session,
+            quarantine=self.pipeline.quarantine,
         )
         self.heartbeat = Heartbeat(self.settings, self.engine, self.feed, self.notifier, self.counters, self.checkpoints)
+        self.pipeline.between_chunks = self._between_chunks
+        self.pipeline.quarantine.retry_seconds = self.settings.checkpoint.retry_seconds
         self.stopping = False  # the loop ends before its next turn
         self.stop_signal: int | None = None  # the signal that asked for the stop, if one did
+        self.reopen_requested = False  # SIGHUP: reopen log.file (logrotate) at the next safe point
         self.batch_seconds = 0.0  # time the last micro-batch spent in the pipeline (on_batch hooks read it)
 
     # --------------------------------------------------------------- lifecycle
@@ -108,14 +114,25 @@ class Worker:
         interrupted code may hold the logger's lock, so logging here could deadlock.
         """
         if self.stop_signal is not None:
-            os.write(2, f"plasticd: second {signal.Signals(signum).name}, exiting now\n".encode())
+            os.write(2, emergency_line("daemon.exit_now", f"second {signal.Signals(signum).name}, exiting now", "warning"))
             os._exit(1)
         self.stop_signal = signum
         self.stopping = True
+        self.notifier.send("STOPPING=1")  # at once: systemd knows the stop is under way (one datagram, no lock taken)
+
+    def request_reopen(self, _signum: int, _frame: object = None) -> None:
+        """SIGHUP: reopen ``log.file`` (after logrotate moved it) at the loop's next safe point."""
+        self.reopen_requested = True
 
     def install_signal_handlers(self) -> None:
+        """SIGTERM/SIGINT stop the loop, SIGHUP reopens the log file; a signal that came during start-up,
+        before the worker existed (``signals.early``), is acted on now."""
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)
+        signal.signal(signal.SIGHUP, self.request_reopen)
+        early = signals.take_early()
+        if early is not None:
+            self.request_stop(early)
 
     def run(self) -> int:
         """The service loop; returns the exit code (0), or raises what stopped it.
@@ -139,6 +156,7 @@ class Worker:
 
     def run_once(self) -> None:
         """One turn of the loop: messages, one micro-batch or an idle wait, checkpoint tick, heartbeat."""
+        self._reopen_log()
         self._handle_messages()
         items = self.feed.take(self.settings.train.max_batch)
         if items:
@@ -173,15 +191,27 @@ class Worker:
         if self.work is None:
             return
         unmoved = self.checkpoints.unmoved
+        counted = set(loaded.meta.get("quarantined", [])) if loaded is not None else set()
+        quarantine = self.pipeline.quarantine
+        for folder in {self.work.failed, quarantine.failed}:
+            for name in clean_stray_temps(folder):
+                self.log.info("recovery.temp_removed", folder=str(folder), file=name)
         for session in self.work.sessions():
             if self.session is not None and session.id == self.session.id:
                 continue
-            for claim in self.work.claims_of(session):
+            for name in clean_stray_temps(session.folder):
+                self.log.info("recovery.temp_removed", folder=str(session.folder), file=name)
+            claims = self.work.claims_of(session)
+            refused = quarantine.recover(claims, self.work.reasons_of(session), counted)
+            for claim in claims:
+                if claim.seq in refused:
+                    continue  # refused before the crash: it goes to quarantine (now, or after a back-off), never trained
                 if claim.key in covered:
                     unmoved.add([claim])  # trained on already: only the move is left
                 else:
                     self.feed.requeue([claim])
                     self.log.info("recovery.requeued", file=claim.original_name, claim=claim.key)
+        self.counters.files_failed += quarantine.take_done()
         if unmoved:
             self.log.info("recovery.covered", files=len(unmoved))
             unmoved.move()
@@ -208,15 +238,17 @@ class Worker:
         """One micro-batch through the pipeline; its claims wait for a checkpoint; then the ``on_batch`` hooks."""
         self.heartbeat.set_state(State.BUSY)
         started = time.perf_counter()
-        outcome = self.pipeline.process(items)
+        with self.checkpoints.guard("the pipeline"):
+            outcome = self.pipeline.process(items)
         self.batch_seconds = time.perf_counter() - started
         self._log_reports()
         self.checkpoints.trained([item.claim for item in outcome.done if item.claim is not None])
         self.counters.files_processed += outcome.files_processed
-        self.counters.files_failed += len(outcome.failed)
+        self.counters.files_failed += self.pipeline.quarantine.take_done()
         self.counters.samples += outcome.samples
-        self.activity.unsaved_samples += outcome.samples
-        self.activity.unsaved_changes = True
+        if outcome.samples:  # a batch of refused files changed nothing: no checkpoint for it
+            self.activity.unsaved_samples += outcome.samples
+            self.activity.unsaved_changes = True
         self.activity.last_sample = time.monotonic()
         for hook in self.on_batch:
             hook(outcome)
@@ -230,16 +262,31 @@ class Worker:
             self.feed.scan()
         elif isinstance(message, Rewire):
             self.heartbeat.set_state(State.MAINTAINING)
-            self.engine.rewire()
+            with self.checkpoints.guard("rewiring"):
+                self.engine.rewire()
         elif isinstance(message, Checkpoint):
             self.checkpoints.maybe_checkpoint(message.reason)
         elif isinstance(message, Merge) and self.settings.merge.enabled:
             self.heartbeat.set_state(State.MAINTAINING)
-            self.engine.merge(message.reason, min_samples=self.settings.merge.min_samples)
+            with self.checkpoints.guard("merging"):
+                self.engine.merge(message.reason, min_samples=self.settings.merge.min_samples)
         elif isinstance(message, Grow) and self.settings.growth.enabled:
             self.heartbeat.set_state(State.MAINTAINING)
-            self.engine.grow(message.reason)
+            with self.checkpoints.guard("growth"):
+                self.engine.grow(message.reason)
         self._log_reports()
+
+    def _between_chunks(self) -> bool:
+        """Between two steps of a large file: the log reopen, a heartbeat (status, WATCHDOG=1); True to stop."""
+        self._reopen_log()
+        self.heartbeat.tick()
+        return self.stopping
+
+    def _reopen_log(self) -> None:
+        if self.reopen_requested:
+            self.reopen_requested = False
+            reopened = log.reopen()
+            self.log.info("log.reopened", file=None if reopened is None else str(reopened), signal="SIGHUP")
 
     def _handle_messages(self) -> None:
         while True:
