@@ -136,6 +136,8 @@ def _place_events(curves: Curves, bins: JournalBins, log: LogEvents, snapshots: 
     def position(t: float, s: float | None) -> float | None:
         if s is not None:
             return s
+        if len(at) and t < at[0]:  # before the first sample count (a daemon.ready): the run's start
+            return 0.0
         return float(np.interp(t, at, asamples)) if len(at) >= 2 else None
 
     positions = [(name, t, position(t, s)) for name, t, s in placed]
