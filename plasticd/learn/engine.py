@@ -57,15 +57,15 @@ from plasticd.learn.growth_policy import (
 )
 from plasticd.learn.metrics import MetricsSnapshot, PrequentialMetrics
 from plasticd.learn.reports import DriftReport, GrowthReport, MergeReport, Report, RewireReport
-from plasticd.learn.state import EngineState, from_checkpoint, to_checkpoint
+from plasticd.learn.state import EngineState, check_architecture, from_checkpoint, to_checkpoint, training_changes
 from plasticd.model.buffer import RecentBuffer
 from plasticd.model.growth import gather_neurons
 from plasticd.model.normalize import InputNorm
 from plasticd.model.optim import (
     OptimConfig,
     build_optimizer,
+    per_step,
     reset_entries,
-    set_lr,
     zero_first_moments,
 )
 from plasticd.model.plastic_net import (
@@ -222,7 +222,8 @@ class Engine:
         self.grads = {k: torch.zeros_like(v) for k, v in self.live.items()}
         for name, p in self.live.items():
             p.grad = self.grads[name]
-        self.optimizer = build_optimizer(list(self.live.values()), optim_config(self.train_settings))
+        self.optim_config = optim_config(self.train_settings)
+        self.optimizer = build_optimizer(list(self.live.values()), self.optim_config)
         for name, slots in (optimizer_state or {}).items():
             if slots:
                 self.optimizer.state[self.live[name]] = slots
@@ -381,8 +382,7 @@ class Engine:
         self.grads["w"].mul_(self.mask_f)  # absent connections get no update
         if not all_finite(list(self.grads.values())):
             raise NonFiniteError("the gradient of this batch is not finite; the update was not applied")
-        if self.drift.alarms and self.drift_settings.lr_boost > 1.0:
-            set_lr(self.optimizer, self.learning_rate)
+        per_step(self.optimizer, self.optim_config, self.learning_rate, n_lab)
         self.optimizer.step()
         self.steps += 1
 
@@ -571,15 +571,21 @@ class Engine:
                 "activation": self.cfg.activation,
                 "copies": self.copies,
                 "optimizer": self.train_settings.optimizer,
+                "train": self.train_settings.model_dump(mode="json"),  # load_state reports what changed since
             },
             average=self.clock.state_dict(),
             choice=torch.from_numpy(self.choice.state_dict()),
             drift=self.drift.state_dict(),
         ))  # fmt: skip
 
-    def load_state(self, tensors: dict[str, Tensor], meta: dict) -> None:
+    def load_state(self, tensors: dict[str, Tensor], meta: dict) -> dict[str, tuple[Any, Any]]:
         """Resume from ``state()`` output. The checkpoint's network size wins over the settings
-        (growth changes it); a different input or output size is refused (CheckpointError, nothing changed)."""
+        (growth changes it); a network the model settings cannot have built (input or output size,
+        iterations, activation, starting size) is refused (CheckpointError naming the setting, nothing changed).
+        Returns the training settings that changed since the checkpoint: name -> (old, new)."""
+        check_architecture(tensors, meta, self.growth.model)
+        arch = meta["architecture"]
+        changes = training_changes(arch.get("train") or {"optimizer": arch.get("optimizer")}, self.train_settings)
         s = from_checkpoint(
             tensors, meta, input_dim=self.cfg.input_dim, output_dim=self.cfg.output_dim,
             copies=self.copies, optimizer=self.train_settings.optimizer, device=self.device,
@@ -607,6 +613,7 @@ class Engine:
         self.drift.rebuild(
             1.0 - self.metrics.recent_correct(self.metrics.window), self.metrics.trained - self.drift.last_alarm_at
         )
+        return changes
 
     # ------------------------------------------------------------------- reports
 

@@ -91,10 +91,24 @@ def zero_first_moments(opt: Optimizer, params: list[Tensor]) -> None:
             moment.zero_()
 
 
-def set_lr(opt: Optimizer, lr: float) -> None:
-    """Set the learning rate of every parameter group (PlainSGD has one rate)."""
+def per_step(opt: Optimizer, cfg: OptimConfig, lr: float, samples: int) -> None:
+    """Set the step's hyper-parameters so that a step over ``samples`` summed samples does what that many
+    single-sample steps would, to first order — learning does not depend on how the stream was batched:
+
+    * plain SGD: the gradient is a sum, so the learning rate stays per sample (the linear scaling rule);
+    * SGD with momentum: the momentum decays per sample, ``momentum ** samples`` per step;
+    * Adam/AdamW: the moments decay per sample, ``beta ** samples`` per step, and since Adam normalises
+      the update, the rate grows with the square root of the samples (the square-root scaling rule for
+      adaptive methods, Malladi et al., "On the SDEs and scaling rules for adaptive gradient algorithms",
+      2022). With one sample per step every value is the configured one.
+    """
     if isinstance(opt, PlainSGD):
         opt.lr = lr
         return
     for group in opt.param_groups:
-        group["lr"] = lr
+        if cfg.kind == "sgd":
+            group["lr"] = lr
+            group["momentum"] = cfg.momentum**samples
+        else:
+            group["lr"] = lr * samples**0.5
+            group["betas"] = (cfg.betas[0] ** samples, cfg.betas[1] ** samples)
