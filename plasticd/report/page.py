@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from plasticd.report import plots
 from plasticd.report.curves import Curves, build
 from plasticd.report.events import LogEvents, read_log
 from plasticd.report.journal import JournalBins, read_journal
+from plasticd.report.plots import CHECKPOINT_STYLE, FIGURES, MARK_STYLE
 from plasticd.report.snapshots import Snapshot, read_snapshots
 
 # Why a figure can be missing, in words for the page.
@@ -48,7 +48,7 @@ def render(journal: Path, log_file: Path | None, checkpoints: Path, out: Path, w
     curves = build(bins, log, snaps, window)
     out.mkdir(parents=True, exist_ok=True)
     figures: dict[str, str] = {}
-    for stem, draw in plots.FIGURES.items():
+    for stem, draw in FIGURES.items():
         png = out / f"{stem}.png"
         png.unlink(missing_ok=True)  # a stale figure from an earlier report must not look current
         title = draw(curves, png)
@@ -108,9 +108,7 @@ def _facts(
         (f"loss (last {curves.window:,})", _fmt(_last(curves.window_loss))),
         ("log", str(log.path) if log.path else "(none)"),
     ]
-    counts = ", ".join(
-        f"{plots.MARK_STYLE.get(n, plots.CHECKPOINT_STYLE)[0]} {len(v)}" for n, v in curves.marks.items() if len(v)
-    )
+    counts = ", ".join(f"{MARK_STYLE.get(n, CHECKPOINT_STYLE)[0]} {len(v)}" for n, v in curves.marks.items() if len(v))
     facts.append(("events", counts or "(none)"))
     if len(curves.neurons[1]):
         facts.append(("neurons (end)", f"{int(curves.neurons[1][-1]):,}"))
@@ -145,7 +143,7 @@ def _html(out: Path, figures: dict[str, str], missing: list[str], facts: list[tu
     ]
     if missing:
         parts.append('<div class="missing"><b>Missing</b><ul>' + "".join(f"<li>{e(m)}</li>" for m in missing) + "</ul></div>")
-    for stem in plots.FIGURES:
+    for stem in FIGURES:
         if stem in figures:
             data = base64.b64encode((out / f"{stem}.png").read_bytes()).decode("ascii")
             parts.append(f'<h2 id="{stem}">{e(figures[stem])}</h2>')
