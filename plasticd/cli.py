@@ -1,6 +1,10 @@
 """``plasticd`` command line: run, ingest, status, bench, config.
 
-Exit codes: 0 success, 1 runtime error, 2 usage or configuration error.
+Exit codes: 0 success, 1 runtime error, 2 usage or configuration error;
+``plasticd ingest`` exits 1 when any file was quarantined (unless
+``--allow-failures``); ``plasticd status`` exits 3 when no daemon is running.
+Every error a user can cause ends in one message (a JSON event when the log is
+JSON), never a traceback.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from plasticd.report import register as add_report_command
 from plasticd.tools import add_tools
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+EXIT_NOT_RUNNING = 3  # plasticd status: no daemon runs (LSB's "program is not running")
 
 _SETTINGS_HELP = """\
 Settings come from, lowest priority first: built-in defaults, the TOML file
@@ -69,6 +74,11 @@ def _setup(settings: Settings) -> None:
     from plasticd import log
 
     log.configure(level=settings.log.level, fmt=settings.log.format, file=settings.log.file)
+    if settings.runtime.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            "runtime.device is cuda but torch sees no CUDA device (no GPU, no driver, or a CPU-only torch); "
+            "use --device auto (CUDA when present) or --device cpu"
+        )
     if settings.runtime.threads:
         torch.set_num_threads(settings.runtime.threads)
 
@@ -97,23 +107,37 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     acc = "-" if s.accuracy is None else f"{s.accuracy:.4f}"
     rate = s.files_processed / s.seconds if s.seconds > 0 else 0.0
     print(
-        f"ingest {args.folder} -> {args.to}: processed {s.files_processed} files ({s.samples} samples, "
-        f"{s.samples_trained} trained in total), failed {s.files_failed} (see {settings.paths.failed}), "
-        f"prequential accuracy {acc}, {rate:.1f} files/s"
+        f"ingest {args.folder} -> {args.to}: this run processed {s.files_processed} files ({s.samples} samples, "
+        f"{s.samples_labelled} labelled), failed {s.files_failed} (see {settings.paths.failed}), "
+        f"prequential accuracy {acc} this run, {rate:.1f} files/s; the model has learned {s.samples_trained} samples in total"
     )
+    if s.files_failed and not args.allow_failures:
+        from plasticd.log import get_logger
+
+        get_logger("ingest").error(
+            "ingest.files_failed",
+            files=s.files_failed,
+            folder=str(settings.paths.failed),
+            message="quarantined files (reasons in their .error.json sidecars): exit code 1 (--allow-failures: 0)",
+        )
+        return EXIT_ERROR
     return EXIT_OK
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
-    from plasticd.service.status import read_status, render
+    from plasticd.service.status import is_running, read_status, render
 
     status = read_status(settings.paths.state)
     if status is None:
-        print(f"plasticd status: no status file in {settings.paths.state} (has the daemon run here?)", file=sys.stderr)
+        print(
+            f"plasticd status: no status file in {settings.paths.state.absolute()} (has the daemon run here? "
+            "relative paths are taken from paths.root, else the working directory)",
+            file=sys.stderr,
+        )
         return EXIT_ERROR
     print(json.dumps(status, indent=2) if args.json else render(status))
-    return EXIT_OK
+    return EXIT_OK if is_running(status) else EXIT_NOT_RUNNING
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -174,14 +198,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="push a folder of sample files through the pipeline once, then exit",
         description="Claim every sample file in FOLDER, predict and learn from each exactly as the daemon does, "
         "move it to --to once a checkpoint covers it (invalid ones to paths.failed), and exit when the folder is "
-        "drained. Shows a progress bar on a terminal and prints a summary. Refuses to run while a daemon owns "
-        "the same model (paths.checkpoints).",
+        "drained. Shows a progress bar on a terminal and prints a summary of this run. Exits 1 when any file was "
+        "quarantined (--allow-failures: 0). Refuses to run while a daemon owns the same model (paths.checkpoints).",
         epilog=_SETTINGS_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("folder", type=Path, metavar="FOLDER", help="folder of .json/.pt/.npz sample files")
     p.add_argument("--to", type=Path, default=Path("done"), metavar="DIR", help="where learned files go (default done/)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--allow-failures",
+        action="store_true",
+        help="exit 0 even when files were quarantined (default: exit 1 when any file failed)",
+    )
     _settings_args(p)
     p.set_defaults(func=cmd_ingest)
 
@@ -189,7 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
         "status",
         help="show what the daemon is doing (from its status file)",
         description="Read the status file the daemon keeps current in paths.state and show its state, samples "
-        "seen and trained, running accuracy, queue depth, active connections and last checkpoint.",
+        "seen and trained, running accuracy, queue depth, active connections and last checkpoint. "
+        "Exit code 0 when the daemon runs, 3 when it does not, 1 when there is no readable status file.",
         epilog=_SETTINGS_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -213,6 +243,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _fail(args: argparse.Namespace, message: str, code: int, exc: BaseException | None = None) -> int:
+    """A fatal error on stderr: a JSON event when the log is JSON (or --log-format json asked for it), else a line."""
+    from plasticd import log
+
+    as_json = log.is_json() or getattr(args, "log_format", None) == "json"
+    fields: dict[str, Any] = {"exit_code": code}
+    if exc is not None:
+        fields["error_type"] = type(exc).__name__
+    if as_json and exc is not None and not isinstance(exc, PlasticdError | OSError):
+        import traceback
+
+        fields["traceback"] = traceback.format_exception(exc)
+    line = log.emergency_line("plasticd.failed", message, json_lines=as_json, **fields)
+    try:
+        sys.stderr.write(line.decode())
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass  # stderr is gone: the exit code is all that is left
+    return code
+
+
+def _quiet_broken_stdout() -> None:
+    """stdout's reader went away (``plasticd status | head``): stop writing there, without a traceback at exit."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -220,14 +279,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return func(args)
     except ConfigError as exc:
-        print(f"plasticd: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return _fail(args, str(exc), EXIT_USAGE, exc)
     except PlasticdError as exc:
-        print(f"plasticd: error: {exc}", file=sys.stderr)
+        return _fail(args, f"error: {exc}", EXIT_ERROR, exc)
+    except BrokenPipeError:
+        _quiet_broken_stdout()
         return EXIT_ERROR
+    except OSError as exc:  # a folder or file the operator pointed at: missing, read-only, full, ...
+        return _fail(args, f"error: {exc}", EXIT_ERROR, exc)
     except KeyboardInterrupt:
-        print("plasticd: interrupted", file=sys.stderr)
-        return 130
+        return _fail(args, "interrupted", 130)
+    except Exception as exc:
+        from plasticd import log
+
+        if log.is_json() or getattr(args, "log_format", None) == "json":  # a bug, but the log stays JSON
+            return _fail(args, f"internal error: {exc!r}", EXIT_ERROR, exc)
+        raise
 
 
 if __name__ == "__main__":

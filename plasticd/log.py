@@ -3,33 +3,108 @@
 Logs are events, not prose: ``log.info("sample.processed", file=..., loss=...)``.
 Everything goes to stderr (journald captures it under systemd), so stdout stays
 free for command output such as benchmark tables and ``plasticd status``.
+
+Three promises for operators who pipe the log into ``jq``:
+
+* with JSON on, every line on stderr is a JSON event: Python warnings
+  (``warnings.warn``, e.g. torch's) and the standard ``logging`` records of
+  libraries (APScheduler's missed runs, watchdog) go through structlog too, as
+  ``python.warning`` and ``library.log`` events (libraries log from WARNING up);
+  ``emergency_line`` formats the few lines written without the logger (the
+  second-signal exit, fatal errors);
+* a closed stderr (``| head``, a dead ``jq``) never stops the process: the
+  terminal sink is dropped at the first EPIPE and, when ``log.file`` is set, the
+  file says so once (``log.stream_closed``) and keeps every event;
+* ``log.file`` always gets JSON lines; the terminal keeps its own format
+  (``auto``: readable on a TTY, JSON otherwise).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
+import threading
+import time
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO, Any, Literal
 
 import structlog
 
 LogFormat = Literal["auto", "json", "console"]
 
+_format: str | None = None  # the terminal's resolved format once configured ("json" or "console")
 
-class _Tee:
-    """A file-like object that writes each log line to several streams."""
 
-    def __init__(self, *streams: IO[str]) -> None:
-        self._streams = streams
+class _Sink:
+    """The structlog logger: writes each event's terminal line and file line; survives a closed stream."""
 
-    def write(self, text: str) -> None:
-        for stream in self._streams:
-            stream.write(text)
+    def __init__(self, stream: IO[str], file: IO[str] | None) -> None:
+        self.stream: IO[str] | None = stream
+        self.file = file
+        self._lock = threading.Lock()
 
-    def flush(self) -> None:
-        for stream in self._streams:
-            stream.flush()
+    def msg(self, stream_line: str | None = None, file_line: str | None = None) -> None:
+        with self._lock:
+            if self.stream is not None and stream_line is not None:
+                try:
+                    self.stream.write(stream_line + "\n")
+                    self.stream.flush()
+                except (OSError, ValueError) as exc:  # EPIPE, EIO after a hang-up, or a closed file object
+                    self._stream_lost(exc)
+            if self.file is not None and file_line is not None:
+                self.file.write(file_line + "\n")
+
+    def _stream_lost(self, exc: BaseException) -> None:
+        """Drop the terminal sink for good; tell the log file once (there is nowhere else to tell)."""
+        self.stream = None
+        if self.file is not None:
+            event = {"event": "log.stream_closed", "level": "warning", "error": str(exc) or type(exc).__name__}
+            event["timestamp"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            event["note"] = "stderr is gone; events go on to log.file only"
+            self.file.write(json.dumps(event) + "\n")
+
+    def replace_file(self, file: IO[str]) -> None:
+        """Write to ``file`` from now on (``reopen``); the old one is closed."""
+        with self._lock:
+            old, self.file = self.file, file
+        if old is not None:
+            old.close()
+
+    debug = info = warning = warn = error = critical = exception = fatal = failure = err = log = msg
+
+
+class _Render:
+    """Last processor: one line per sink (the terminal's format; JSON for the file), handed to ``_Sink.msg``."""
+
+    def __init__(self, console: bool, file: bool) -> None:
+        self.json = structlog.processors.JSONRenderer()
+        self.console = structlog.dev.ConsoleRenderer(colors=False) if console else None
+        self.file = file
+
+    def __call__(self, logger: Any, name: str, event_dict: dict) -> dict:
+        as_json = self.json(logger, name, dict(event_dict)) if (self.console is None or self.file) else None
+        stream_line = self.console(logger, name, dict(event_dict)) if self.console is not None else as_json
+        return {"stream_line": stream_line, "file_line": as_json if self.file else None}
+
+
+class _ToStructlog(logging.Handler):
+    """Standard ``logging`` records (libraries) as ``library.log`` events through structlog."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+            logger = structlog.get_logger().bind(component=record.name)
+            if record.name == "py.warnings":
+                logger.warning("python.warning", message=message.strip())
+                return
+            fields: dict[str, Any] = {"logger": record.name, "message": message}
+            if record.exc_info:
+                fields["exc_info"] = record.exc_info
+            method = {"DEBUG": "debug", "INFO": "info", "WARNING": "warning", "ERROR": "error"}.get(record.levelname, "critical")
+            getattr(logger, method)("library.log", **fields)
+        except Exception:  # noqa: BLE001 - logging must never raise into the caller
+            self.handleError(record)
 
 
 def configure(
@@ -38,37 +113,82 @@ def configure(
     file: Path | None = None,
     stream: IO[str] | None = None,
 ) -> None:
-    """Configure structlog once per process.
+    """Configure structlog (and route ``logging``/``warnings`` into it) once per process.
 
     ``fmt="auto"`` renders for people when ``stream`` is a TTY and as JSON
     lines otherwise. ``file``, when given, receives the same events as JSON
-    lines (appended); the console then shows JSON lines too.
+    lines (appended); the terminal keeps its own format.
     """
+    global _format
     stream = stream if stream is not None else sys.stderr
     if fmt == "auto":
         fmt = "console" if getattr(stream, "isatty", lambda: False)() else "json"
-    if file is not None:
-        fmt = "json"  # one renderer per process: with a log file both sinks get JSON lines
+    _format = fmt
     processors: list = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
-    if fmt == "json":
-        processors += [structlog.processors.dict_tracebacks, structlog.processors.JSONRenderer()]
-    else:
-        processors += [structlog.dev.ConsoleRenderer(colors=False)]
-    out: IO[str] = stream
+    if fmt == "json" or file is not None:
+        processors.append(structlog.processors.dict_tracebacks)
+    processors.append(_Render(console=fmt == "console", file=file is not None))
+    handle = None
     if file is not None:
         file.parent.mkdir(parents=True, exist_ok=True)
         handle = open(file, "a", buffering=1, encoding="utf-8")  # noqa: SIM115 - lives as long as the process
-        out = _Tee(stream, handle)  # type: ignore[assignment]
+    sink = _Sink(stream, handle)
+    _reopen_target[:] = [(sink, file)] if file is not None else []
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
-        logger_factory=structlog.PrintLoggerFactory(file=out),  # type: ignore[arg-type]
+        logger_factory=lambda *_: sink,
         cache_logger_on_first_use=False,
     )
+    _route_libraries(level)
+
+
+def _route_libraries(level: str) -> None:
+    """Python warnings and libraries' ``logging`` records become structlog events (WARNING and up)."""
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if isinstance(h, _ToStructlog)]:
+        root.removeHandler(handler)
+    root.addHandler(_ToStructlog())
+    root.setLevel(max(logging.WARNING, logging.getLevelNamesMapping()[level.upper()]))
+    logging.captureWarnings(True)
+
+
+_reopen_target: list[tuple[_Sink, Path]] = []  # the sink writing log.file, and its path (for ``reopen``)
+
+
+def reopen() -> Path | None:
+    """Reopen ``log.file`` by its name (SIGHUP after logrotate moved it away); returns it, or None without one.
+
+    The old file is closed; what was written to it stays there.
+    """
+    if not _reopen_target:
+        return None
+    sink, path = _reopen_target[0]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sink.replace_file(open(path, "a", buffering=1, encoding="utf-8"))  # noqa: SIM115 - closed by the next reopen
+    return path
+
+
+def is_json() -> bool:
+    """Whether the terminal gets JSON lines (after ``configure``)."""
+    return _format == "json"
+
+
+def emergency_line(event: str, message: str, level: str = "error", json_lines: bool | None = None, **fields: Any) -> bytes:
+    """One line for stderr written without the logger (a signal handler, a fatal error): JSON when the log is JSON.
+
+    Safe in a signal handler: it takes no lock (the interrupted code may hold the logger's).
+    """
+    as_json = is_json() if json_lines is None else json_lines
+    if as_json:
+        record = {"event": event, "level": level, "message": message, **fields}
+        record["timestamp"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        return (json.dumps(record, default=str) + "\n").encode()
+    return f"plasticd: {message}\n".encode()
 
 
 def get_logger(name: str) -> structlog.typing.FilteringBoundLogger:

@@ -27,7 +27,7 @@ def test_files_before_and_during_the_run_are_each_processed_once(root: Path) -> 
     rng = np.random.default_rng(0)
     for i in range(12):
         drop(root / "data_inbox", f"early-{i:02d}.json", sample_json(rng))
-    d = Daemon(root)
+    d = Daemon(root, "--log-level", "debug")  # sample.processed is a debug event under the daemon
     try:
         d.wait_for_event("daemon.ready")
         for i in range(25):
@@ -193,9 +193,12 @@ def test_ingest_moves_everything_to_done_and_prints_a_summary(root: Path) -> Non
         drop(todo, f"s{i:02d}.json", sample_json(rng, labelled=i % 5 != 0))
     drop(todo, "broken.json", "{not json")
     out = subprocess.run(
-        [sys.executable, "-m", "plasticd", "ingest", "todo", "--to", "done", "--config", "plasticd.toml"],
-        cwd=root, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [sys.executable, "-m", "plasticd", "ingest", "todo", "--to", "done", "--config", "plasticd.toml", "--allow-failures"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )  # fmt: skip  (--allow-failures: a quarantined file makes ingest exit 1 otherwise; test_operator checks that)
     assert out.returncode == 0, out.stderr
     assert "processed 30 files" in out.stdout and "failed 1" in out.stdout and "files/s" in out.stdout
     assert sorted(p.name for p in files_in(root / "done")) == [f"s{i:02d}.json" for i in range(30)]

@@ -78,23 +78,29 @@ class PlateauDetector:
         self.mark = (0, 0)  # counters at the last observation
 
     def observe(self, labelled: int, correct: int) -> None:
-        """Fold in the samples labelled since the last call; keep about two horizons."""
+        """Fold in the samples labelled since the last call; keep the chunks the two windows need, no more.
+
+        The oldest chunk goes only while the rest still fill both windows: with checks
+        spaced by ``growth.interval`` >= 2 x ``horizon`` (or any spacing that does not
+        divide it), one chunk alone can hold two horizons' worth, and dropping by
+        sample count would leave a single chunk and no plateau ever.
+        """
         dn, dc = labelled - self.mark[0], correct - self.mark[1]
         self.mark = (labelled, correct)
         if dn > 0:
             self.chunks.append((dn, dc))
-        while len(self.chunks) > 1 and sum(n for n, _ in self.chunks[1:]) >= 2 * self.horizon:
+        while len(self.chunks) > 2 and self._windows(self.chunks[1:]) is not None:
             self.chunks.pop(0)
 
     def reset(self) -> None:
         """Forget the history (after a growth the network is judged afresh)."""
         self.chunks.clear()
 
-    def _windows(self) -> tuple[tuple[int, int], tuple[int, int]] | None:
+    def _windows(self, chunks: list[tuple[int, int]] | None = None) -> tuple[tuple[int, int], tuple[int, int]] | None:
         """(labelled, correct) of the last ≥ horizon samples and of the ≥ horizon before them (whole chunks)."""
         acc = [[0, 0], [0, 0]]
         which = 0
-        for n, c in reversed(self.chunks):
+        for n, c in reversed(self.chunks if chunks is None else chunks):
             acc[which][0] += n
             acc[which][1] += c
             if acc[which][0] >= self.horizon:

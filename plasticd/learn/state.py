@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from plasticd.config import ModelSettings, TrainSettings
 from plasticd.errors import CheckpointError
 from plasticd.model.plastic_net import PARAM_NAMES
 
@@ -104,9 +105,9 @@ def from_checkpoint(
     when the optimizer kind is the same.
     """
     arch = meta["architecture"]
-    for key, mine in (("input_dim", input_dim), ("output_dim", output_dim)):
+    for key, setting, mine in (("input_dim", "model.input_dim", input_dim), ("output_dim", "model.num_classes", output_dim)):
         if arch[key] != mine:
-            raise CheckpointError(f"the checkpoint's network has {key}={arch[key]}, the settings say {mine}")
+            raise CheckpointError(_mismatch(setting, arch[key], mine))
     n = int(arch["neurons"])
     theta = {k: tensors[f"theta.{k}"].to(device, copy=True) for k in PARAM_NAMES}
     if theta["w"].shape[0] > copies:  # averaging switched off: keep the live copy
@@ -149,3 +150,71 @@ def from_checkpoint(
         choice=choice.to("cpu", torch.float64, copy=True) if choice is not None else None,
         drift=meta.get("drift", {}),
     )
+
+
+FRESH_START = (
+    "to keep the model, set the setting back; to start a new model with the new value, "
+    "move the checkpoints folder aside (mv checkpoints checkpoints.old) and start again"
+)
+
+
+def _mismatch(setting: str, recorded: object, configured: object) -> str:
+    return f"{setting} = {configured!r} in the settings, but the checkpoint's model was built with {recorded!r}; {FRESH_START}"
+
+
+def configured_sizes(tensors: dict[str, Tensor], meta: dict) -> tuple[int, int]:
+    """The range of ``model.neurons`` this checkpoint's network can have started from (growth changes its size).
+
+    Neurons keep ids for life: the first network has ids 0..N0-1, growth numbers new
+    neurons from ``next_neuron_id`` on and stamps their birth (> 0 labelled samples);
+    retirement removes ids. So N0 is at least one more than the largest surviving
+    original id and at most the smallest grown id (or ``next_neuron_id`` if none
+    survives). A network never resized gives exactly its size.
+    """
+    n = int(meta["architecture"]["neurons"])
+    ids = tensors["neuron_ids"].to(torch.int64) if "neuron_ids" in tensors else torch.arange(n)
+    born = tensors.get("neuron_born")
+    born = born.to(torch.int64) if born is not None else torch.zeros(n, dtype=torch.int64)
+    next_id = int(meta.get("next_neuron_id", int(ids.max()) + 1 if n else 0))
+    original, grown = ids[born == 0], ids[born > 0]
+    low = int(original.max()) + 1 if original.numel() else 0
+    high = int(grown.min()) if grown.numel() else next_id
+    return low, high
+
+
+def check_architecture(tensors: dict[str, Tensor], meta: dict, model: ModelSettings) -> None:
+    """CheckpointError naming the setting, both values and the way out when ``model`` cannot have built this network.
+
+    ``model.neurons`` may differ from the checkpoint's size when growth resized it:
+    what must match is the size the network started from (``configured_sizes``).
+    """
+    arch = meta["architecture"]
+    for key, setting, mine in (
+        ("input_dim", "model.input_dim", model.input_dim),
+        ("output_dim", "model.num_classes", model.num_classes),
+        ("iterations", "model.iterations", model.iterations),
+        ("activation", "model.activation", model.activation),
+    ):
+        if key in arch and arch[key] != mine:
+            raise CheckpointError(_mismatch(setting, arch[key], mine))
+    low, high = configured_sizes(tensors, meta)
+    if not low <= model.neurons <= high:
+        n = int(arch["neurons"])
+        started = f"{low}" if low == high else f"between {low} and {high}"
+        grown = "" if low == high == n else f" (it started from {started} neurons; growth made it {n})"
+        raise CheckpointError(_mismatch("model.neurons", low if low == high else f"{low}..{high}", model.neurons) + grown)
+
+
+def training_changes(recorded: dict | None, train: TrainSettings) -> dict[str, tuple[object, object]]:
+    """The ``train.*`` settings that differ from those the checkpoint was trained with: name -> (old, new).
+
+    They take effect at load (the optimizer kind resets its moments); older
+    checkpoints recorded only the optimizer.
+    """
+    now = train.model_dump(mode="json")
+    then = dict(recorded or {})
+    changes: dict[str, tuple[object, object]] = {}
+    for key, value in now.items():
+        if key in then and then[key] != value:
+            changes[f"train.{key}"] = (then[key], value)
+    return changes

@@ -12,6 +12,7 @@ import time
 
 from plasticd.config import Settings
 from plasticd.learn.engine import Engine
+from plasticd.learn.metrics import MetricsSnapshot
 from plasticd.log import get_logger
 from plasticd.service.checkpointing import Checkpointing
 from plasticd.service.counters import Counters
@@ -43,6 +44,8 @@ class Heartbeat:
         watchdog = notifier.watchdog_seconds()
         # at least twice per systemd watchdog period (WatchdogSec=), whatever daemon.status_seconds says
         self.period = settings.daemon.status_seconds if watchdog is None else min(settings.daemon.status_seconds, watchdog / 2)
+        self.ready_facts: dict = {}  # what daemon.ready says this process works on (set by the assembly)
+        self.at_ready: MetricsSnapshot | None = None  # the model as this run found it: rates and run summaries count from here
         self.last_tick = time.monotonic()  # when the loop last turned (``tick``); the metrics' /healthz reads it
         self.published: dict = {}  # the last status written, for readers on other threads (the metrics exporter)
 
@@ -54,8 +57,13 @@ class Heartbeat:
     def ready(self, mode: str) -> None:
         """The worker has recovered and starts its loop: READY=1 for systemd, ``daemon.ready`` for the log."""
         self.set_state(State.IDLE)
+        self.at_ready = self.engine.snapshot()
+        self._rate_mark = (time.monotonic(), self.at_ready.samples_seen)  # not 0: a resumed model has seen samples
         self.notifier.ready(self.status_line())
-        self.log.info("daemon.ready", mode=mode, backlog=self.feed.backlog, **self.model_facts())
+        self.log.info(
+            "daemon.ready", mode=mode, backlog=self.feed.backlog, new_model=self.checkpoints.last is None,
+            samples_seen=self.at_ready.samples_seen, **self.ready_facts, **self.model_facts(),
+        )  # fmt: skip
 
     def stopping(self) -> None:
         self.set_state(State.STOPPING)

@@ -8,6 +8,7 @@ import time
 from enum import Enum
 from pathlib import Path
 
+from plasticd.errors import PlasticdError
 from plasticd.fsutil import write_json_atomic
 
 STATUS_FILE = "status.json"
@@ -32,10 +33,34 @@ def write_status(folder: Path, status: dict) -> None:
 
 
 def read_status(folder: Path) -> dict | None:
+    """The status file, or None when there is none; PlasticdError when it cannot be read or is not a JSON object."""
+    path = folder / STATUS_FILE
     try:
-        return json.loads((folder / STATUS_FILE).read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PlasticdError(f"cannot read the status file {path}: {exc}") from None
+    try:
+        status = json.loads(text)
+    except ValueError:
+        status = None
+    if not isinstance(status, dict):
+        what = "empty" if not text.strip() else "not a JSON object"
+        raise PlasticdError(
+            f"the status file {path} is {what} (the daemon rewrites it atomically, so another program wrote it, "
+            "or the disk is damaged); a running daemon replaces it within daemon.status_seconds"
+        )
+    return status
+
+
+def is_running(status: dict) -> bool:
+    """Whether the daemon that wrote ``status`` is alive and not stopped (``plasticd status``'s exit code)."""
+    try:
+        pid = int(status.get("pid", -1))
+    except (TypeError, ValueError):
+        return False
+    return pid > 0 and pid_alive(pid) and status.get("state") != State.STOPPED.value
 
 
 def pid_alive(pid: int) -> bool:
@@ -51,7 +76,7 @@ def pid_alive(pid: int) -> bool:
 def render(status: dict, now: float | None = None) -> str:
     """Human-readable lines for ``plasticd status``."""
     now = time.time() if now is None else now
-    alive = pid_alive(int(status.get("pid", -1))) and status.get("state") != State.STOPPED.value
+    alive = is_running(status)
     state = status.get("state", "?") if alive else f"not running (last state: {status.get('state', '?')})"
 
     def pct(value: float | None) -> str:

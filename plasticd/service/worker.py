@@ -180,7 +180,8 @@ class Worker:
         loaded = self.store.load_latest()
         covered: set[str] = set()
         if loaded is not None:
-            self.engine.load_state(loaded.tensors, loaded.meta)
+            for setting, (old, new) in self.engine.load_state(loaded.tensors, loaded.meta).items():
+                self.log.info("settings.changed", setting=setting, old=old, new=new)  # in effect from now on
             covered = set(loaded.meta.get("covered", []))
             self.counters.restore(loaded.meta.get("counters", {}))
             self.checkpoints.last = loaded.info
