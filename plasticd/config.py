@@ -288,6 +288,14 @@ class CheckpointSettings(_Section):
     max_failures: int = Field(
         10, ge=0, description="consecutive failed checkpoints before the daemon stops with exit code 1 (0: never stop)"
     )
+    min_interval_seconds: float = Field(
+        30.0, ge=0.0, description="idle and timed checkpoints come at most this often (caps disk writes under a trickle;"
+        " files wait in paths.work meanwhile); every_samples and shutdown checkpoints are not held back"
+    )
+    max_bytes_per_hour: int = Field(
+        0, ge=0, description="optional write budget for idle and timed checkpoints: stretches the interval to"
+        " checkpoint size x 3600 / budget (0: no budget)"
+    )
 
 
 class LimitSettings(_Section):
