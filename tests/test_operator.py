@@ -310,3 +310,26 @@ def test_the_plateau_detector_works_when_checks_are_two_horizons_apart() -> None
 def test_bench_learn_accepts_rewire_sizes_none() -> None:
     args = cli.build_parser().parse_args(["bench", "learn", "--rewire-sizes", "none"])
     assert [n for n in args.rewire_sizes if n is not None] == []
+
+
+def test_the_second_signal_message_is_json_when_the_log_is_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import signal
+
+    from helpers import worker_around
+
+    from plasticd.service import worker as worker_module
+
+    log.configure(fmt="json", stream=io.StringIO())
+    written: list[bytes] = []
+
+    def exit_now(code: int) -> None:
+        raise SystemExit(code)
+
+    monkeypatch.setattr(worker_module, "os", types.SimpleNamespace(write=lambda fd, b: written.append(b), _exit=exit_now))
+    settings = small_settings()
+    worker = worker_around(settings, Engine.from_settings(settings), tmp_path)
+    worker.request_stop(signal.SIGTERM)
+    with pytest.raises(SystemExit):
+        worker.request_stop(signal.SIGTERM)
+    (event,) = json_lines(b"".join(written).decode())
+    assert event["event"] == "daemon.exit_now" and "second SIGTERM" in event["message"]
