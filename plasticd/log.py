@@ -185,7 +185,7 @@ def emergency_line(event: str, message: str, level: str = "error", json_lines: b
     """
     as_json = is_json() if json_lines is None else json_lines
     if as_json:
-        record = {"event": event, "level": level, "message": message, **fields}
+        record = {"event": event, "level": level, "message": f"plasticd: {message}", **fields}
         record["timestamp"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         return (json.dumps(record, default=str) + "\n").encode()
     return f"plasticd: {message}\n".encode()

@@ -58,6 +58,7 @@ class Heartbeat:
         """The worker has recovered and starts its loop: READY=1 for systemd, ``daemon.ready`` for the log."""
         self.set_state(State.IDLE)
         self.at_ready = self.engine.snapshot()
+        self.write_status()  # 'plasticd status' works as soon as systemd reports the service started
         self._rate_mark = (time.monotonic(), self.at_ready.samples_seen)  # not 0: a resumed model has seen samples
         self.notifier.ready(self.status_line())
         self.log.info(
