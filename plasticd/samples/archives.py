@@ -23,7 +23,7 @@ from plasticd.errors import SampleError
 from plasticd.samples.limits import Limits
 from plasticd.samples.messages import listing, short
 
-NPZ_MEMBERS = {"x.npy": "x", "y.npy": "y", "label.npy": "label"}  # member name -> field
+NPZ_MEMBERS = {"x.npy": "x", "y.npy": "y", "label.npy": "label", "id.npy": "id"}  # member name -> field
 
 
 def decode_torch(data: bytes, limits: Limits) -> Any:
@@ -39,7 +39,7 @@ def decode_torch(data: bytes, limits: Limits) -> Any:
 
 
 def decode_npz(data: bytes, limits: Limits) -> dict[str, np.ndarray]:
-    """The arrays of an ``.npz`` archive by field name (``x``, ``y``, ``label``)."""
+    """The arrays of an ``.npz`` archive by field name (``x``, ``y``, ``label``, ``id``: a string array)."""
     with _open_zip(data, "an .npz (zip) archive") as archive:
         members = archive.infolist()
         _check_npz_names([info.filename for info in members])

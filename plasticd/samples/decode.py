@@ -16,7 +16,7 @@ import numpy as np
 from plasticd.errors import SampleError
 from plasticd.samples.archives import decode_npz, decode_torch
 from plasticd.samples.features import features_from_value, validated_features
-from plasticd.samples.fields import pick_fields
+from plasticd.samples.fields import pick_fields, validated_ids
 from plasticd.samples.files import check_file_size, read_regular_file, supported_suffix
 from plasticd.samples.json_format import decode_json
 from plasticd.samples.labels import labels_from_value, validated_labels
@@ -29,6 +29,7 @@ class SampleBatch:
 
     x: np.ndarray  # (B, D) float32, C-contiguous, all finite, |x| <= max_abs_value (checked before rounding)
     y: np.ndarray  # (B,) int64, label in [0, num_classes) or -1 for "unlabelled"
+    ids: tuple[str, ...] | None = None  # the producer's "id" of each sample (a file's one id repeated); None: none given
 
 
 def decode_file(path: Path, input_dim: int, num_classes: int, limits: Limits = DEFAULT_LIMITS) -> SampleBatch:
@@ -57,10 +58,10 @@ def decode_bytes(
     if not data:
         raise SampleError("empty", "expected a sample file, found 0 bytes")
     document = decode_json(data, limits, fast=fast_json) if suffix == ".json" else _ARCHIVES[suffix](data, limits)
-    x_value, y_value = pick_fields(document)
+    x_value, y_value, id_value = pick_fields(document)
     x = validated_features(features_from_value(x_value, limits), input_dim, limits)
     y = validated_labels(labels_from_value(y_value, limits), len(x), num_classes)
-    return SampleBatch(x=x, y=y)
+    return SampleBatch(x=x, y=y, ids=validated_ids(id_value, len(x)))
 
 
 _ARCHIVES: dict[str, Callable[[bytes, Limits], Any]] = {

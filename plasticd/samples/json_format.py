@@ -18,7 +18,7 @@ import orjson
 
 from plasticd.errors import SampleError
 from plasticd.samples.limits import Limits
-from plasticd.samples.messages import listing, type_name
+from plasticd.samples.messages import listing
 
 SCAN_CHUNK = 1 << 20  # bytes per step of the depth scan: bounds its memory, lets int32 count within a step
 _MAX_INT_DIGITS = 309  # a longer JSON integer literal is >= 1e309, beyond float64 whatever the limits
@@ -28,15 +28,14 @@ _BRACKET_STEP[[ord("]"), ord("}")]] = -1
 
 
 def decode_json(data: bytes, limits: Limits, *, fast: bool = True) -> Any:
-    """The document in ``data``, its ``"id"`` tag checked and dropped; ``fast=False``: the strict parser only."""
+    """The document in ``data`` (its ``"id"`` is checked with the other keys, ``fields``); ``fast=False``: the strict
+    parser only."""
     document = _fast_json(data) if fast else None  # orjson stops at its own depth limit (1024) without recursing
     if document is None:  # the strict parser decides, and says precisely why a file is bad
         check_json_depth(data, limits.max_json_depth)  # before a parser that recurses
         document = _parse_json(_utf8_text(data))
     elif _bracket_count(data) > limits.max_json_depth:  # a batch file may nest too deep: count on the parsed levels
         _check_parsed_depth(document, limits.max_json_depth)
-    if isinstance(document, dict) and "id" in document:  # a producer's tag, allowed and ignored
-        _check_id(document.pop("id"))
     return document
 
 
@@ -181,8 +180,3 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         twice = [key for key, count in Counter(key for key, _ in pairs).items() if count > 1]
         raise SampleError("duplicate_key", f"expected each key once per object, found {listing(twice)} more than once")
     return document
-
-
-def _check_id(value: Any) -> None:
-    if not isinstance(value, str):
-        raise SampleError("wrong_dtype", f'expected "id" to be a string, found {type_name(value)}')
