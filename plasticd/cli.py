@@ -1,4 +1,4 @@
-"""``plasticd`` command line: run, ingest, status, bench, config.
+"""``plasticd`` command line: run, ingest, status, bench, config, predict, checkpoints, rollback, export, report.
 
 Exit codes: 0 success, 1 runtime error, 2 usage or configuration error;
 ``plasticd ingest`` exits 1 when any file was quarantined (unless

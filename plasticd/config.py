@@ -269,6 +269,9 @@ class DaemonSettings(_Section):
         1.0, ge=0.0, description="files found by a scan (not by an event) must be this old before they are read"
     )
     status_seconds: float = Field(1.0, gt=0.0, description="period of status-file updates and watchdog pings")
+    result_files: bool = Field(
+        False, description="write <name>.pred.json (the file's prediction records) next to each processed file, before it"
+    )
 
 
 class CheckpointSettings(_Section):

@@ -46,6 +46,7 @@ from plasticd.service.counters import Counters
 from plasticd.service.feeds import Feed
 from plasticd.service.moves import CoveredFiles, Quarantine
 from plasticd.service.predictions import PredictionWriter
+from plasticd.service.results import PendingResults
 from plasticd.service.scheduler import Activity
 
 MAX_BACKOFF = 60  # a failing checkpoint is retried after at most 60 x checkpoint.retry_seconds
@@ -68,7 +69,10 @@ class Checkpointing:
         self.counters = counters
         self.log = get_logger("worker")
         self.pending: list[Claim] = []  # trained on, in work/, no checkpoint covers them yet
-        self.unmoved = CoveredFiles(work, session, settings.checkpoint.retry_seconds)  # covered, to move on
+        # daemon.result_files: the records of files not yet moved, kept as the journal is written, for their results
+        self.results = PendingResults(predictions.path, predictions.keep) if settings.daemon.result_files else None
+        predictions.results = self.results
+        self.unmoved = CoveredFiles(work, session, settings.checkpoint.retry_seconds, self.results)  # covered, to move on
         self.last: CheckpointInfo | None = None
         self.failures = 0  # consecutive failed checkpoints
         self.last_failure = ""  # what the last failed checkpoint said

@@ -20,16 +20,29 @@ from typing import Literal
 
 from plasticd.fsutil import SEP, fsync_dir, move_no_overwrite, write_json_atomic
 from plasticd.log import get_logger
-from plasticd.service.claims import Claim, Session, WorkArea, finish_quarantine, reason_record, sidecar_payload
+from plasticd.service.claims import (
+    Claim,
+    Session,
+    WorkArea,
+    clean_stray_temps,
+    finish_quarantine,
+    reason_record,
+    sidecar_payload,
+)
+from plasticd.service.results import PendingResults
 
 
 class CoveredFiles:
     """The covered claims not yet moved on, oldest first."""
 
-    def __init__(self, work: WorkArea | None, session: Session | None, retry_seconds: float) -> None:
+    def __init__(
+        self, work: WorkArea | None, session: Session | None, retry_seconds: float, results: PendingResults | None = None
+    ) -> None:
         self.work = work
         self.session = session  # this run's: its folder stays while the process lives
         self.retry_seconds = retry_seconds
+        self.results = results  # daemon.result_files: each file moves with its <name>.pred.json (service.results)
+        self._swept: set[Path] = set()  # destinations cleared of a killed run's result temp files
         self.claims: list[Claim] = []
         self.retry_at = 0.0  # monotonic time of the next try after a failed move
         self.log = get_logger("worker")
@@ -46,6 +59,8 @@ class CoveredFiles:
     def move(self) -> int:
         """Move every claim to its session's destination, in order, until one fails; returns how many moved."""
         done, moved, folders = 0, 0, set()
+        if self.results is not None and self.claims:
+            self.results.recover([claim.key for claim in self.claims])  # claims covered before a crash: from the journal
         for claim in self.claims:
             outcome = self._move_one(claim)
             if outcome == "failed":
@@ -70,17 +85,30 @@ class CoveredFiles:
             if not dest.is_dir():
                 self.log.warning("destination.missing", folder=str(dest), action="recreated")
                 dest.mkdir(parents=True, exist_ok=True)
-            move_no_overwrite(claim.path, dest, claim.original_name)
+            if self.results is None:
+                move_no_overwrite(claim.path, dest, claim.original_name)
+            else:
+                self._sweep(dest)
+                self.results.move(claim, dest)
             return "moved"
         except OSError as exc:
             if isinstance(exc, FileNotFoundError) and not os.path.lexists(claim.path):
                 self.log.error("file.vanished", file=claim.original_name, claim=claim.key, path=str(claim.path))
+                if self.results is not None:
+                    self.results.forget(claim)
                 return "vanished"  # someone removed it from the work area: nothing left to move
             self.log.error(
                 "file.move_failed", file=claim.original_name, path=str(claim.path), destination=str(dest), error=str(exc),
                 errno=exc.errno, files_waiting=len(self.claims), retry_in_s=self.retry_seconds,
             )  # fmt: skip
             return "failed"
+
+    def _sweep(self, dest: Path) -> None:
+        """Once per destination and process: remove the temp files a killed run left while writing a result."""
+        if dest not in self._swept:
+            self._swept.add(dest)
+            for name in clean_stray_temps(dest):
+                self.log.info("recovery.temp_removed", folder=str(dest), file=name)
 
     def _tidy_sessions(self) -> None:
         """Earlier runs' sessions go once their last claim has moved on."""

@@ -174,12 +174,14 @@ class Pipeline:
         now = time.time()
         records = []
         for j in range(len(owner)):
-            item = loaded[int(owner[j])][0]
+            item, batch = loaded[int(owner[j])]
             label = int(result.labels[j])
             labelled = label >= 0
             records.append(
                 {
                     "id": f"{item.key}#{int(index[j])}",
+                    "claim": item.key if item.claim is not None else None,
+                    "sample_id": batch.ids[int(index[j])] if batch.ids is not None else None,
                     "file": item.name,
                     "index": int(index[j]),
                     "predicted": int(result.predicted[j]),

@@ -1,6 +1,7 @@
 """The predictions journal: one JSON line per sample, for programs to pick up.
 
-Each record carries a stable ``id`` (``<claim key>#<index>``): after a crash,
+Each record carries a stable ``id`` (``<claim key>#<index>``), the claim key
+(``claim``, null for a stream's samples) and the producer's ``sample_id``: after a crash,
 samples not yet covered by a checkpoint are processed again and their
 predictions re-emitted with the same id, so consumers can de-duplicate.
 The file is rotated by size (``predictions.jsonl.1`` … ``.N``).
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import IO
 
 from plasticd.log import get_logger
+from plasticd.service.results import PendingResults
 
 
 def _drop_torn_tail(path: Path) -> None:
@@ -42,6 +44,7 @@ class PredictionWriter:
         self.keep = keep
         path.parent.mkdir(parents=True, exist_ok=True)
         _drop_torn_tail(path)
+        self.results: PendingResults | None = None  # daemon.result_files: also keeps records until their file moves
         self._file: IO[str] = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
 
     def write(self, records: list[dict]) -> None:
@@ -52,6 +55,8 @@ class PredictionWriter:
             self._reopen()
         self._file.write("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records))
         self._file.flush()
+        if self.results is not None:
+            self.results.add(records)
         if self._file.tell() >= self.max_bytes:
             self._rotate()
 
