@@ -89,8 +89,14 @@ def _setup(settings: Settings) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     _setup(settings)
+    from plasticd.distributed import group
     from plasticd.service import daemon
 
+    replica = group.from_env()  # torchrun's RANK/WORLD_SIZE; one replica is the plain daemon, bit for bit
+    if replica is not None and replica.world_size > 1 and args.source != "fashion-mnist":
+        from plasticd.distributed.replica import run_replica
+
+        return run_replica(settings, replica)
     if args.source == "fashion-mnist":
         daemon.run_stream(settings, epochs=args.epochs, limit=args.limit)
     else:

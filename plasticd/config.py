@@ -362,6 +362,21 @@ class Settings(BaseSettings):
     merge: MergeSettings = MergeSettings()
     replay: ReplaySettings = ReplaySettings()
     runtime: RuntimeSettings = RuntimeSettings()
+class ReplicaSettings(_Section):
+    """Replicas under torchrun that learn one model (plasticd/distributed/); ignored by a single process."""
+
+    sync_samples: int = Field(
+        1000, ge=1, description="replicas average their weights after this many labelled samples, counted over the group"
+    )
+    sync_seconds: float = Field(10.0, gt=0.0, description="... or after this many seconds with something learned")
+    timeout_seconds: float = Field(
+        60.0, gt=0.0, description="a replica that cannot reach its group, or waits this long for a peer, exits with code 1"
+    )
+    backend: Literal["auto", "gloo", "nccl"] = Field(
+        "auto", description="auto: NCCL for the weights when runtime.device resolves to cuda (every replica), else gloo"
+    )
+
+
     paths: PathSettings = PathSettings()
     daemon: DaemonSettings = DaemonSettings()
     checkpoint: CheckpointSettings = CheckpointSettings()
@@ -387,6 +402,7 @@ class Settings(BaseSettings):
 
 def _format_validation_error(err: ValidationError, origin: str) -> str:
     lines = [f"invalid settings ({origin}):"]
+    replicas: ReplicaSettings = ReplicaSettings()
     for e in err.errors():
         field = ".".join(str(p) for p in e["loc"]) or "(root)"
         got = e.get("input")

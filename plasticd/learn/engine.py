@@ -295,6 +295,11 @@ class Engine:
         return StepResult(predicted=predicted, confidence=confidence, loss=loss, labels=labels, trained=n_lab)
 
     def _maintain(self) -> None:
+    def maintain(self) -> None:
+        """The maintenance due by sample count, outside a step (replicas step with ``plasticity=False``; rank 0 calls this
+        at each barrier on the averaged model)."""
+        self._maintain()
+
         """The maintenance whose cadence (in learned samples) is due after a step: rewiring, a growth check, a merge."""
         interval = self.plasticity_settings.interval
         if interval and self.plasticity_settings.enabled and self.since_rewire >= interval:

@@ -28,6 +28,11 @@ changed (samples learned, a maintenance report that changed the model).
 Each checkpoint also lists the finished quarantines whose reason records
 are still in the work area (``quarantined``), so that ``files_failed`` is
 counted exactly once across crashes (see ``moves.Quarantine``).
+
+Replicas (``plasticd.distributed``) keep the invariant for the group: every
+replica's own cadence is ``held``; at a barrier rank 0 saves the averaged
+model with the claims every replica trained on (``Elsewhere``), and each
+replica moves its own once that save is durable (``covered_by``).
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 
 from plasticd.config import Settings
 from plasticd.errors import CheckpointError
@@ -50,6 +56,16 @@ from plasticd.service.results import PendingResults
 from plasticd.service.scheduler import Activity
 
 MAX_BACKOFF = 60  # a failing checkpoint is retried after at most 60 x checkpoint.retry_seconds
+
+
+@dataclass(frozen=True)
+class Elsewhere:
+    """What other replicas add to a barrier checkpoint: their trained and unmoved claims, their settled
+    quarantines, and meta the group agreed on (e.g. the group's counters)."""
+
+    covered: list[str] = field(default_factory=list)
+    quarantined: list[str] = field(default_factory=list)
+    meta: dict = field(default_factory=dict)
 
 
 class Checkpointing:
@@ -81,6 +97,7 @@ class Checkpointing:
         self.model_ahead = ""  # why the model may hold learning the pending claims do not record: nothing is saved
         self._saved_at: float | None = None  # monotonic time of the last save by this process
         self._saved_bytes = 0
+        self.held = ""  # why this process saves no checkpoint of its own (a replica: rank 0 saves at the group's barriers)
         # called after each save attempt with what it wrote (None: it failed) and its seconds (the metrics exporter)
         self.on_save: list[Callable[[CheckpointInfo | None, float], None]] = []
 
@@ -108,14 +125,21 @@ class Checkpointing:
                 )  # fmt: skip
             raise
 
-    def checkpoint(self, reason: str) -> CheckpointInfo | None:
+    def checkpoint(self, reason: str, elsewhere: Elsewhere | None = None) -> CheckpointInfo | None:
         """Save the model with the claims it covers, then move those files on.
 
         A failure (disk full, I/O error) is logged, not fatal: the files stay in
         the work area, the next try comes after a back-off (``maybe_checkpoint``),
         and only ``checkpoint.max_failures`` failures in a row stop the daemon.
+        ``elsewhere`` (rank 0 at a barrier) adds other replicas' claims; while
+        ``held``, only such a barrier checkpoint is saved.
         """
-        if self.model_ahead or not (self.activity.unsaved_changes or self.pending):
+        if self.held and elsewhere is None:
+            if self.unmoved:
+                self.unmoved.move()
+            return None
+        others = elsewhere or Elsewhere()
+        if self.model_ahead or not (self.activity.unsaved_changes or self.pending or others.covered):
             if self.model_ahead:
                 self.log.error("checkpoint.refused", reason=reason, error=self.model_ahead, pending_files=len(self.pending))
             if self.unmoved:
@@ -125,13 +149,14 @@ class Checkpointing:
         self.counters.files_failed += self.quarantine.take_done()
         quarantined = self.quarantine.settled_keys
         meta.update(
-            covered=[claim.key for claim in self.unmoved.claims + self.pending],  # until moved, every claim stays covered
+            covered=[claim.key for claim in self.unmoved.claims + self.pending] + others.covered,  # until moved, still covered
             counters=self.counters.as_dict(),
-            quarantined=quarantined,
+            quarantined=quarantined + others.quarantined,
             stream_position=None,
             stream=None,
         )
         meta.update(self.feed.resume_state(), reason=reason)
+        meta.update(others.meta)
         started = time.monotonic()
         try:
             info = self._save(tensors, meta)
@@ -143,17 +168,23 @@ class Checkpointing:
         self.failures = 0
         self.last = info
         self._saved_at, self._saved_bytes = time.monotonic(), info.tensors_bytes
-        self.quarantine.settle(quarantined)
-        self.activity.unsaved_samples = 0
-        self.activity.unsaved_changes = False
-        self.unmoved.add(self.pending)
-        self.pending = []
-        moved = self.unmoved.move()
+        moved = self.covered_by(info, quarantined)
         self.log.info(
             "checkpoint.saved", path=str(info.json_path), seq=info.seq, reason=reason, samples=self.engine.metrics.seen,
             files_moved=moved, bytes=info.tensors_bytes,
         )  # fmt: skip
         return info
+
+    def covered_by(self, info: CheckpointInfo, quarantined: list[str]) -> int:
+        """``info`` is durable and covers every pending claim (saved here, or by rank 0 at a replicas' barrier):
+        the settled quarantines ``quarantined`` are counted, the claims move on. Returns how many moved."""
+        self.last = info
+        self.quarantine.settle(quarantined)
+        self.activity.unsaved_samples = 0
+        self.activity.unsaved_changes = False
+        self.unmoved.add(self.pending)
+        self.pending = []
+        return self.unmoved.move()
 
     def maybe_checkpoint(self, reason: str) -> None:
         """A checkpoint, unless the last one failed and its back-off has not passed (no retry storm), or, for

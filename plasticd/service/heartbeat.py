@@ -48,6 +48,7 @@ class Heartbeat:
         self.at_ready: MetricsSnapshot | None = None  # the model as this run found it: rates and run summaries count from here
         self.last_tick = time.monotonic()  # when the loop last turned (``tick``); the metrics' /healthz reads it
         self.published: dict = {}  # the last status written, for readers on other threads (the metrics exporter)
+        self.status_facts: dict = {}  # added to every status file (replicas: rank, world size, last sync)
 
     def set_state(self, state: State) -> None:
         if state != self.state:
@@ -144,5 +145,6 @@ class Heartbeat:
             **self.model_facts(),
             "last_checkpoint": None if ckpt is None else {"path": str(ckpt.json_path), "seq": ckpt.seq, "created": ckpt.created},
             "inbox": str(self.settings.paths.inbox),
+            **self.status_facts,
         }  # replaced whole, never changed in place: another thread may hold the previous one
         write_status(self.settings.paths.state, status)

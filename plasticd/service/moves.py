@@ -40,6 +40,7 @@ class CoveredFiles:
     ) -> None:
         self.work = work
         self.session = session  # this run's: its folder stays while the process lives
+        self.live_sessions: set[str] = set()  # other live processes' sessions (replicas): never tidied away
         self.retry_seconds = retry_seconds
         self.results = results  # daemon.result_files: each file moves with its <name>.pred.json (service.results)
         self._swept: set[Path] = set()  # destinations cleared of a killed run's result temp files
@@ -116,7 +117,7 @@ class CoveredFiles:
             return
         try:
             for session in self.work.sessions():
-                if self.session is None or session.id != self.session.id:
+                if (self.session is None or session.id != self.session.id) and session.id not in self.live_sessions:
                     self.work.remove_if_empty(session)
         except OSError as exc:
             self.log.warning("work.cleanup_failed", folder=str(self.work.root), error=str(exc))

@@ -89,6 +89,7 @@ class Pipeline:
         self.max_batch = max_batch
         self.quarantine = Quarantine(failed_folder, retry_seconds)  # the worker retries and recovers through it
         self.between_chunks: Callable[[], bool] = lambda: False  # between the steps of a large file: True to stop
+        self.plasticity = True  # maintenance inside Engine.step (replicas: False, rank 0 maintains at barriers)
         self.log = get_logger("pipeline")
 
     def process(self, items: list[Item]) -> Outcome:
@@ -160,7 +161,7 @@ class Pipeline:
                 raise _Interrupted
             end = min(start + self.max_batch, len(y))
             seq0 = self.engine.metrics.seen
-            result = self.engine.step(xt[start:end], y[start:end])
+            result = self.engine.step(xt[start:end], y[start:end], plasticity=self.plasticity)
             records += self._records(loaded, owner[start:end], index[start:end], result, seq0)
         self.predictions.write(records)
         emit = getattr(self.log, self.sample_log_level)

@@ -77,6 +77,8 @@ class Worker:
     counters: Counters = field(default_factory=Counters)
     on_batch: list[Callable[[Outcome], None]] = field(default_factory=list)  # called after each processed micro-batch
     on_report: list[Callable[[Report], None]] = field(default_factory=list)  # called for each maintenance report, once logged
+    wait_seconds: float = WAIT_S  # longest idle wait for a message (replicas: 0 while a peer is busy)
+    adopts: Callable[[Session], bool] = lambda session: True  # recovery takes this earlier session over (replicas: rank 0 only)
 
     def __post_init__(self) -> None:
         self.log = get_logger("worker")
@@ -198,7 +200,7 @@ class Worker:
             for name in clean_stray_temps(folder):
                 self.log.info("recovery.temp_removed", folder=str(folder), file=name)
         for session in self.work.sessions():
-            if self.session is not None and session.id == self.session.id:
+            if (self.session is not None and session.id == self.session.id) or not self.adopts(session):
                 continue
             for name in clean_stray_temps(session.folder):
                 self.log.info("recovery.temp_removed", folder=str(session.folder), file=name)
@@ -299,7 +301,7 @@ class Worker:
 
     def _wait(self) -> None:
         try:
-            message = self.messages.get(timeout=WAIT_S)
+            message = self.messages.get(timeout=self.wait_seconds)
         except queue.Empty:
             return
         self.handle(message)

@@ -1,0 +1,310 @@
+"""The replicas' loop: when they meet, what they agree on, and the checkpoint that covers them all.
+
+The barrier protocol. After every turn of its worker loop (one micro-batch,
+or an idle wait), each replica adds a few numbers into one small all_reduce
+(``FLAGS``): labelled samples since the last sync, unsaved samples, claims
+waiting for a checkpoint, whether it wants to stop, whether it was idle,
+and rank 0's clocks. Every replica sees the same sums and so takes the same
+decision without another message: sync now, sync and checkpoint, stop. No
+replica can block forever on an idle peer: an idle replica still turns
+(without its idle wait while any peer is busy, so the busy ones are not held
+back), and a dead or hung one makes the others' all_reduce fail within
+``replicas.timeout_seconds`` (torchrun then restarts the group). The cost
+is one round trip of a 72-byte tensor per turn (``turn_us`` in
+``replicas.synced``).
+
+A sync: the weights and input statistics are averaged (``averaging``), rank
+0 maintains the averaged model and the others follow (``structure``). A
+checkpoint at a sync: every replica makes its predictions journal durable
+and hands rank 0, in one all_gather_object, the keys of its claims that are
+trained on and not moved on, its settled quarantines and its counters since
+it started; rank 0 saves the averaged model covering all of them
+(``Checkpointing.checkpoint`` with ``Elsewhere``), broadcasts what it
+saved, and only then does each replica move its own files
+(``Checkpointing.covered_by``). A replica killed at any point leaves its
+claims in its session folder; after torchrun restarts the group, rank 0
+requeues every uncovered claim of every session that is not a live
+replica's (``Worker.adopts``) and moves on the covered ones.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.distributed as dist
+
+from plasticd.config import Settings
+from plasticd.distributed.averaging import average, digest
+from plasticd.distributed.group import Replica, ReplicaError
+from plasticd.distributed.structure import share
+from plasticd.learn.reports import log_report
+from plasticd.log import get_logger
+from plasticd.service.checkpointing import Elsewhere
+from plasticd.service.claims import Session
+from plasticd.service.pipeline import Outcome
+from plasticd.service.worker import WAIT_S, Worker
+
+# positions in the per-turn flags tensor
+LABELLED, UNSAVED, WAITING, STOP, IDLE, CHANGED, SYNC_DUE, CHECKPOINT_DUE, QUIET_DUE = range(9)
+
+
+@dataclass
+class SyncFacts:
+    """The last sync, for the status file and the log."""
+
+    syncs: int = 0
+    at: str | None = None  # UTC time of the last sync
+    samples: int = 0  # labelled samples the group learned since the sync before
+    bytes: int = 0
+    ms: float = 0.0
+    checkpoint: int | None = None  # seq of the checkpoint written at it, if any
+    digest: str | None = None  # of the weights, mask and input statistics after the final sync
+    turn_us: float = 0.0  # mean cost of the per-turn flags all_reduce since the sync before
+    extra: dict = field(default_factory=dict)
+
+
+class Coordinator:
+    """Drives one replica's worker in step with the group (every method but ``on_batch`` is collective)."""
+
+    def __init__(self, worker: Worker, replica: Replica, settings: Settings, comm_device: torch.device, backend: str) -> None:
+        self.worker = worker
+        self.replica = replica
+        self.settings = settings
+        self.comm_device = comm_device  # where the weights are reduced: the CPU for gloo, the GPU for NCCL
+        self.backend = backend
+        self.log = get_logger("replicas")
+        self.facts = SyncFacts()
+        self.busy = False  # this replica processed something this turn
+        self.turns, self.turn_s = 0, 0.0
+        now = time.monotonic()
+        self.last_sync = self.last_checkpoint = self.group_busy_at = now
+        worker.on_batch.append(self.on_batch)
+        worker.pipeline.plasticity = False  # no replica rewires, grows or merges on its own: masks stay identical
+        worker.checkpoints.held = f"replica {replica.rank} of {replica.world_size}: rank 0 saves at the group's barriers"
+
+    def on_batch(self, outcome: Outcome) -> None:
+        self.busy = self.busy or bool(outcome.done or outcome.failed)
+
+    # ---------------------------------------------------------------- start
+
+    def meet(self) -> None:
+        """Before recovery: the same settings everywhere, and the live sessions no one may take over or tidy away."""
+        w = self.worker
+        agreed = {k: self.settings.model_dump(mode="json")[k] for k in ("model", "train", "plasticity", "growth", "merge")}
+        agreed |= {"replicas": self.settings.replicas.model_dump(mode="json"), "every": self.settings.checkpoint.every_samples}
+        mine = {"settings": json.dumps(agreed, sort_keys=True), "session": w.session.id if w.session else None}
+        everyone: list = [None] * self.replica.world_size
+        dist.all_gather_object(everyone, mine)
+        differing = [r for r, o in enumerate(everyone) if o["settings"] != mine["settings"]]
+        if differing:
+            raise ReplicaError(
+                f"replicas {differing} run with other model/train/plasticity/growth/merge/replicas settings than replica "
+                f"{self.replica.rank}: every replica must use the same configuration"
+            )
+        live = {o["session"] for o in everyone if o["session"]}
+        w.checkpoints.unmoved.live_sessions = live
+        w.adopts = self._adopts(live)
+
+    def _adopts(self, live: set[str]):  # noqa: ANN202 - a predicate
+        leader = self.replica.leader
+
+        def adopts(session: Session) -> bool:
+            return leader and session.id not in live  # rank 0 takes over every dead session, of any earlier replica
+
+        return adopts
+
+    def start(self) -> None:
+        """After recovery: every replica loaded the same checkpoint; the group's counts start from it."""
+        w = self.worker
+        e = w.engine
+        digests: list = [None] * self.replica.world_size
+        dist.all_gather_object(digests, digest(e))
+        if len(set(digests)) != 1:
+            raise ReplicaError(
+                "the replicas start from different models (a checkpoint written meanwhile, or other seeds): "
+                f"digests {sorted(set(digests))}; start every replica against the same paths.checkpoints"
+            )
+        meta = {}
+        if w.checkpoints.last is not None:
+            meta = json.loads(w.checkpoints.last.json_path.read_text(encoding="utf-8")).get("meta", {})
+        self.counters_at_start = w.counters.as_dict()
+        self.trained_at_start = e.metrics.trained
+        self.trained_base = int((meta.get("replicas") or {}).get("trained", e.metrics.trained))
+        self.trained_at_sync = e.metrics.trained
+        self.norm_count_at_sync = e.norm.count
+        w.heartbeat.ready_facts.update(rank=self.replica.rank, world_size=self.replica.world_size, backend=self.backend)
+        self._publish()
+
+    # ---------------------------------------------------------------- the loop
+
+    def run(self) -> int:
+        """Recover, then turn in step with the group until it agrees to stop; the final sync covers everything."""
+        w = self.worker
+        w.install_signal_handlers()
+        clean = False
+        try:
+            self.meet()
+            w.recover()
+            self.start()
+            w.feed.scan()
+            w.heartbeat.ready(w.mode)
+            while True:
+                w.run_once()
+                if self.turn():
+                    break
+            clean = True
+        except (dist.DistError, RuntimeError) as exc:  # gloo reports a peer's death as a plain RuntimeError
+            raise ReplicaError(
+                f"replica {self.replica.rank} of {self.replica.world_size} lost its group ({type(exc).__name__}: {exc}); "
+                "its trained files stay in paths.work and the restarted group learns them again from the last checkpoint"
+            ) from None
+        finally:
+            w.shutdown(check=clean)
+        return 0
+
+    def turn(self) -> bool:
+        """One turn's agreement (collective); True when the group stops (after its final sync)."""
+        w, s = self.worker, self.settings
+        now = time.monotonic()
+        leader = self.replica.leader
+        e, a, cp = w.engine, w.activity, w.checkpoints
+        flags = torch.zeros(9, dtype=torch.float64)
+        flags[LABELLED] = e.metrics.trained - self.trained_at_sync
+        flags[UNSAVED] = a.unsaved_samples
+        flags[WAITING] = len(cp.pending) + len(cp.unmoved)
+        flags[STOP] = float(w.stopping)
+        flags[IDLE] = float(not self.busy)
+        flags[CHANGED] = float(a.unsaved_changes)
+        if leader:
+            flags[SYNC_DUE] = float(now - self.last_sync >= s.replicas.sync_seconds)
+            flags[CHECKPOINT_DUE] = float(now - self.last_checkpoint >= s.checkpoint.every_seconds)
+            quiet = now - self.group_busy_at >= s.checkpoint.idle_seconds
+            flags[QUIET_DUE] = float(quiet and now - self.last_checkpoint >= s.checkpoint.min_interval_seconds)
+        started = time.perf_counter()
+        dist.all_reduce(flags)
+        self.turn_s += time.perf_counter() - started
+        self.turns += 1
+        self.busy = False
+        f = flags.tolist()
+        idle = f[IDLE] == self.replica.world_size
+        if not idle:
+            self.group_busy_at = now
+        w.wait_seconds = WAIT_S if idle else 0.0  # a busy peer waits in the next all_reduce for this replica's turn
+        stop = f[STOP] > 0
+        unsaved = f[WAITING] > 0 or f[CHANGED] > 0 or f[UNSAVED] > 0
+        if stop:
+            reason = "shutdown"
+        elif f[UNSAVED] >= s.checkpoint.every_samples:
+            reason = "samples"
+        elif unsaved and f[CHECKPOINT_DUE] > 0:
+            reason = "timer"
+        elif unsaved and idle and f[QUIET_DUE] > 0:
+            reason = "idle"
+        else:
+            reason = ""
+        if reason or f[LABELLED] >= s.replicas.sync_samples or (f[SYNC_DUE] > 0 and f[LABELLED] > 0):
+            self.sync(int(f[LABELLED]), reason, final=stop)
+        return stop
+
+    # ---------------------------------------------------------------- the barrier
+
+    def sync(self, samples: int, checkpoint_reason: str, final: bool = False) -> None:
+        """Average, maintain on rank 0 and share, then (with a reason) the checkpoint covering every replica."""
+        w = self.worker
+        e = w.engine
+        started = time.perf_counter()
+        averaged = average(e, self.replica.world_size, self.norm_count_at_sync, self.comm_device)
+        shared = share(e, self.replica.leader, self.comm_device)
+        for report in shared.reports:
+            log_report(w.log, report)
+            w.activity.unsaved_changes = w.activity.unsaved_changes or report.changed
+        self.trained_at_sync, self.norm_count_at_sync = e.metrics.trained, e.norm.count
+        self.last_sync = time.monotonic()
+        seq = self.checkpoint(checkpoint_reason) if checkpoint_reason else None
+        f = self.facts
+        f.syncs += 1
+        f.at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        f.samples, f.bytes = samples, averaged.bytes + shared.bytes
+        f.ms = (time.perf_counter() - started) * 1e3
+        f.checkpoint = seq
+        f.turn_us = self.turn_s / max(self.turns, 1) * 1e6
+        if final:
+            f.digest = digest(e)
+        self.log.info(
+            "replicas.synced", rank=self.replica.rank, world_size=self.replica.world_size, syncs=f.syncs, samples=samples,
+            bytes=f.bytes, ms=round(f.ms, 2), average_ms=round(averaged.ms, 2), structure_ms=round(shared.ms, 2),
+            changed=shared.changed, neurons=shared.neurons, checkpoint=seq, turns=self.turns, turn_us=round(f.turn_us, 1),
+        )  # fmt: skip
+        self.turns, self.turn_s = 0, 0.0
+        self._publish()
+
+    def checkpoint(self, reason: str) -> int | None:
+        """Rank 0 saves the averaged model covering every replica's claims; each then moves its own. The seq, or None."""
+        w = self.worker
+        cp = w.checkpoints
+        ok = True
+        try:
+            w.predictions.sync()  # the predictions of the claims this checkpoint covers are durable first
+        except OSError as exc:
+            ok = False
+            self.log.error("replicas.journal_sync_failed", rank=self.replica.rank, error=str(exc))
+        w.counters.files_failed += cp.quarantine.take_done()
+        now = w.counters.as_dict()
+        quarantined: list[str] = list(cp.quarantine.settled_keys)
+        mine = {
+            "ok": ok,
+            "covered": [c.key for c in cp.unmoved.claims + cp.pending],
+            "quarantined": quarantined,
+            "counters": {k: v - self.counters_at_start[k] for k, v in now.items()},
+            "trained": w.engine.metrics.trained - self.trained_at_start,
+            "changed": w.activity.unsaved_changes,
+        }
+        everyone: list = [None] * self.replica.world_size
+        dist.all_gather_object(everyone, mine)
+        box: list = [None]
+        if self.replica.leader and all(o["ok"] for o in everyone):
+            others = everyone[1:]
+            if any(o["changed"] for o in others):
+                w.activity.unsaved_changes = True
+            counters = {k: self.counters_at_start[k] + sum(o["counters"][k] for o in everyone) for k in now}
+            group = {
+                "world_size": self.replica.world_size,
+                "trained": self.trained_base + sum(o["trained"] for o in everyone),
+                "syncs": self.facts.syncs + 1,
+            }
+            elsewhere = Elsewhere(
+                covered=[k for o in others for k in o["covered"]],
+                quarantined=[k for o in others for k in o["quarantined"]],
+                meta={"counters": counters, "replicas": group},
+            )
+            box = [cp.checkpoint(reason, elsewhere)]
+            if box[0] is not None:
+                self.last_checkpoint = time.monotonic()
+        dist.broadcast_object_list(box, src=0)
+        info = box[0]
+        if info is None:
+            return None
+        if not self.replica.leader:
+            self.last_checkpoint = time.monotonic()
+            moved = cp.covered_by(info, quarantined)
+            self.log.info("replicas.covered", rank=self.replica.rank, seq=info.seq, files_moved=moved)
+        return info.seq
+
+    def _publish(self) -> None:
+        f = self.facts
+        self.worker.heartbeat.status_facts = {
+            "replica": {
+                "rank": self.replica.rank,
+                "world_size": self.replica.world_size,
+                "backend": self.backend,
+                "syncs": f.syncs,
+                "last_sync": None
+                if f.at is None
+                else {"at": f.at, "samples": f.samples, "bytes": f.bytes, "ms": round(f.ms, 2), "checkpoint": f.checkpoint},
+                "turn_us": round(f.turn_us, 1),
+                "digest": f.digest,
+            }
+        }
