@@ -249,3 +249,13 @@ def test_kill_9_of_one_replica_then_the_restarted_group_loses_and_repeats_nothin
     assert record["meta"]["replicas"]["trained"] == 200  # the model that runs learned each labelled file once
     assert record["meta"]["counters"]["files_processed"] == 200
     assert len(group.events("checkpoint.loaded")) == 2  # both restarted replicas loaded the agreed checkpoint
+
+
+def test_bench_scale_measures_the_weights_all_reduce_between_two_processes(tmp_path: Path) -> None:
+    from plasticd.bench.scale import sync_cost
+
+    costs = sync_cost((10, 20), input_dim=8, classes=3, work=tmp_path)
+    floats = 2 * (8 * 10 + 10 + 10 * 10 + 10 * 3 + 3) + 2 * 8  # both copies of every parameter, and the scaler
+    assert costs[10]["bytes"] == 4 * floats
+    assert costs[20]["bytes"] > costs[10]["bytes"]
+    assert all(c["ms"] > 0 for c in costs.values())

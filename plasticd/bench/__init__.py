@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 from plasticd.bench.common import SubParsers
 
-BENCHMARKS = ("learn", "daemon", "growth", "continual", "drift")  # modules of this package, in the order --help lists them
+BENCHMARKS = ("learn", "daemon", "growth", "continual", "drift", "scale")  # modules of this package, in --help order
 
 _OLD_FLAGS = {"--daemon": "daemon", "--growth": "growth", "--continual": "continual"}
 
