@@ -50,9 +50,14 @@ class ModelSettings(_Section):
 class TrainSettings(_Section):
     """How each labelled sample updates the network."""
 
-    optimizer: Literal["sgd", "adam", "adamw"] = Field("sgd", description="update rule")
+    optimizer: Literal["sgd", "adam", "adamw"] = Field(
+        "adam", description="update rule (a step over n samples acts like n single-sample steps, see model/optim.per_step)"
+    )
     lr: float | None = Field(
-        None, gt=0.0, le=10.0, description="learning rate per sample (unset: 0.005 for sgd, 0.0003 for adam/adamw)"
+        None,
+        gt=0.0,
+        le=10.0,
+        description="learning rate per sample (unset: 0.005 for sgd; adam/adamw: 1e-3 at 8 inputs, times sqrt(8/input_dim))",
     )
     betas: tuple[float, float] = Field((0.9, 0.999), description="Adam/AdamW moment decays")
     momentum: float = Field(0.0, ge=0.0, lt=1.0, description="SGD momentum")
@@ -77,7 +82,9 @@ class TrainSettings(_Section):
             "over ~this many recent labelled samples (0: always the average)"
         ),
     )
-    max_batch: int = Field(32, ge=1, description="largest micro-batch the worker forms under backlog")
+    max_batch: int = Field(
+        8, ge=1, description="largest micro-batch of samples learned in one step under backlog (1: always per sample)"
+    )
     window: int = Field(10000, ge=1, description="samples in the recent-accuracy window")
 
     @model_validator(mode="after")
@@ -86,12 +93,20 @@ class TrainSettings(_Section):
             raise ValueError(f"betas must each lie in [0, 1), got {self.betas}")
         return self
 
-    @property
-    def learning_rate(self) -> float:
-        """``lr``, or the default for the chosen optimizer."""
+    def rate_for(self, input_dim: int) -> float:
+        """``lr``, or the default for the optimizer and a network with ``input_dim`` inputs.
+
+        SGD: 0.005 per sample. Adam/AdamW: 1e-3 at 8 inputs, shrinking with the square root of
+        the input width (1e-4 at 800): Adam moves every input weight by about the rate whatever its
+        gradient's scale, so a wide input (Fashion-MNIST's 784 pixels) moves the first layer's
+        pre-activations much further per step than a narrow tabular one. Chosen by measurement
+        across ``plasticd bench drift`` and Fashion-MNIST (docs/BENCHMARKS.md).
+        """
         if self.lr is not None:
             return self.lr
-        return 5e-3 if self.optimizer == "sgd" else 3e-4
+        if self.optimizer == "sgd":
+            return 5e-3
+        return 1e-3 * (8.0 / input_dim) ** 0.5
 
 
 class PlasticitySettings(_Section):
@@ -134,7 +149,7 @@ class DriftSettings(_Section):
     )
     rearm_growth: bool = Field(True, description="on an alarm, let a growth policy that stopped growing grow again")
     lr_boost: float = Field(
-        1.0,
+        3.0,
         ge=1.0,
         le=10.0,
         description=("on an alarm, multiply the learning rate by this, decaying back over boost_samples (1: off)"),
@@ -292,12 +307,16 @@ class CheckpointSettings(_Section):
         10, ge=0, description="consecutive failed checkpoints before the daemon stops with exit code 1 (0: never stop)"
     )
     min_interval_seconds: float = Field(
-        30.0, ge=0.0, description="idle and timed checkpoints come at most this often (caps disk writes under a trickle;"
-        " files wait in paths.work meanwhile); every_samples and shutdown checkpoints are not held back"
+        30.0,
+        ge=0.0,
+        description="idle and timed checkpoints come at most this often (caps disk writes under a trickle;"
+        " files wait in paths.work meanwhile); every_samples and shutdown checkpoints are not held back",
     )
     max_bytes_per_hour: int = Field(
-        0, ge=0, description="optional write budget for idle and timed checkpoints: stretches the interval to"
-        " checkpoint size x 3600 / budget (0: no budget)"
+        0,
+        ge=0,
+        description="optional write budget for idle and timed checkpoints: stretches the interval to"
+        " checkpoint size x 3600 / budget (0: no budget)",
     )
 
 
@@ -343,6 +362,21 @@ class MetricsSettings(_Section):
     )
 
 
+class ReplicaSettings(_Section):
+    """Replicas under torchrun that learn one model (plasticd/distributed/); ignored by a single process."""
+
+    sync_samples: int = Field(
+        1000, ge=1, description="replicas average their weights after this many labelled samples, counted over the group"
+    )
+    sync_seconds: float = Field(10.0, gt=0.0, description="... or after this many seconds with something learned")
+    timeout_seconds: float = Field(
+        60.0, gt=0.0, description="a replica that cannot reach its group, or waits this long for a peer, exits with code 1"
+    )
+    backend: Literal["auto", "gloo", "nccl"] = Field(
+        "auto", description="auto: NCCL for the weights when runtime.device resolves to cuda (every replica), else gloo"
+    )
+
+
 class Settings(BaseSettings):
     """All of plasticd's configuration."""
 
@@ -362,27 +396,13 @@ class Settings(BaseSettings):
     merge: MergeSettings = MergeSettings()
     replay: ReplaySettings = ReplaySettings()
     runtime: RuntimeSettings = RuntimeSettings()
-class ReplicaSettings(_Section):
-    """Replicas under torchrun that learn one model (plasticd/distributed/); ignored by a single process."""
-
-    sync_samples: int = Field(
-        1000, ge=1, description="replicas average their weights after this many labelled samples, counted over the group"
-    )
-    sync_seconds: float = Field(10.0, gt=0.0, description="... or after this many seconds with something learned")
-    timeout_seconds: float = Field(
-        60.0, gt=0.0, description="a replica that cannot reach its group, or waits this long for a peer, exits with code 1"
-    )
-    backend: Literal["auto", "gloo", "nccl"] = Field(
-        "auto", description="auto: NCCL for the weights when runtime.device resolves to cuda (every replica), else gloo"
-    )
-
-
     paths: PathSettings = PathSettings()
     daemon: DaemonSettings = DaemonSettings()
     checkpoint: CheckpointSettings = CheckpointSettings()
     limits: LimitSettings = LimitSettings()
     log: LogSettings = LogSettings()
     metrics: MetricsSettings = MetricsSettings()
+    replicas: ReplicaSettings = ReplicaSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -402,7 +422,6 @@ class ReplicaSettings(_Section):
 
 def _format_validation_error(err: ValidationError, origin: str) -> str:
     lines = [f"invalid settings ({origin}):"]
-    replicas: ReplicaSettings = ReplicaSettings()
     for e in err.errors():
         field = ".".join(str(p) for p in e["loc"]) or "(root)"
         got = e.get("input")

@@ -95,7 +95,7 @@ def test_run_streams_fashion_mnist_and_logs_json(fashion_mnist_dir: Path, tmp_pa
     evs = events(out.stderr)
     names = [e["event"] for e in evs]
     assert names[0] == "daemon.ready" and names[-1] == "stream.finished"
-    assert names.count("plasticity.rewired") == 3  # every >= 500 samples, in micro-batches of 32: at 512, 1024, 1536
+    assert names.count("plasticity.rewired") == 3  # every >= 500 samples, in micro-batches of 8: at 504, 1000, 1504
     done = evs[-1]
     assert done["samples"] == 1600 and done["trained"] == 1600
     assert done["prequential_accuracy"] > 0.5 and done["test_accuracy"] > 0.6  # chance is 0.1

@@ -14,8 +14,11 @@ def test_defaults_are_documented_values() -> None:
     s = load_settings()
     assert (s.model.neurons, s.model.iterations, s.model.sparsity) == (400, 5, 0.5)
     assert s.runtime.device == "auto"
-    assert s.train.learning_rate == 5e-3
-    assert load_settings(None, {"train": {"optimizer": "adam"}}).train.learning_rate == 3e-4
+    assert s.train.optimizer == "adam" and s.train.max_batch == 8 and s.drift.detector == "adwin"
+    assert load_settings(None, {"train": {"optimizer": "sgd"}}).train.rate_for(784) == 5e-3
+    adam = s.train
+    assert adam.rate_for(8) == 1e-3 and abs(adam.rate_for(800) - 1e-4) < 1e-12, "Adam's default shrinks with the input width"
+    assert load_settings(None, {"train": {"optimizer": "adam", "lr": 0.01}}).train.rate_for(800) == 0.01
 
 
 def test_precedence_file_then_env_then_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -115,7 +115,9 @@ def _run_contender(name: str, settings_json: str, opts: BenchOptions) -> Contend
         if name == "mlp-adam":
             mlp = DenseMLP(settings, "adam", 1e-3)
         else:
-            mlp = DenseMLP(settings, train_cfg.optimizer, train_cfg.learning_rate, recipe=name == "mlp-recipe")
+            mlp = DenseMLP(
+                settings, train_cfg.optimizer, train_cfg.rate_for(settings.model.input_dim), recipe=name == "mlp-recipe"
+            )
         start = time.perf_counter()
         for b in stream_batches(train, batch, settings.runtime.seed, opts.epochs, opts.samples):
             correct, loss = mlp.step(b.x, torch.from_numpy(b.y))
@@ -254,7 +256,7 @@ def run_bench(settings: Settings, opts: BenchOptions) -> int:
     print(
         f"plasticd bench learn: {opts.samples} samples × {opts.epochs} pass(es), seed {settings.runtime.seed}, "
         f"{threads} torch thread(s), N={settings.model.neurons}, K={settings.model.iterations}, "
-        f"optimizer {settings.train.optimizer} lr {settings.train.learning_rate:g}",
+        f"optimizer {settings.train.optimizer} lr {settings.train.rate_for(settings.model.input_dim):g}",
         flush=True,
     )
     settings_json = settings.model_dump_json()
@@ -303,7 +305,12 @@ def register(subparsers: SubParsers) -> argparse.ArgumentParser:
     )
     p.add_argument("--samples", type=positive_int, default=60000, help="training samples per pass (default 60000)")
     p.add_argument("--epochs", type=positive_int, default=1, help="passes over the training stream (default 1)")
-    p.add_argument("--micro-batch", type=positive_int, default=32, help="micro-batch size of the batched contender (default 32)")
+    p.add_argument(
+        "--micro-batch",
+        type=positive_int,
+        default=None,
+        help="micro-batch size of the batched contender (default: train.max_batch, the daemon's under backlog)",
+    )
     p.add_argument(
         "--rewire-sizes",
         type=_size_or_none,
@@ -328,7 +335,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     opts = BenchOptions(
         samples=args.samples,
         epochs=args.epochs,
-        micro_batch=args.micro_batch,
+        micro_batch=args.micro_batch or settings.train.max_batch,
         rewire_sizes=tuple(n for n in args.rewire_sizes if n is not None),  # "none" (or no value): no timing
         contenders=tuple(args.only) if args.only else None,
         json_out=args.json,

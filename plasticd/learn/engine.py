@@ -134,8 +134,9 @@ def plasticity_config(p: PlasticitySettings) -> PlasticityConfig:
     )
 
 
-def optim_config(t: TrainSettings) -> OptimConfig:
-    return OptimConfig(kind=t.optimizer, lr=t.learning_rate, betas=t.betas, momentum=t.momentum, weight_decay=t.weight_decay)
+def optim_config(t: TrainSettings, input_dim: int) -> OptimConfig:
+    lr = t.rate_for(input_dim)
+    return OptimConfig(kind=t.optimizer, lr=lr, betas=t.betas, momentum=t.momentum, weight_decay=t.weight_decay)
 
 
 class Engine:
@@ -222,7 +223,7 @@ class Engine:
         self.grads = {k: torch.zeros_like(v) for k, v in self.live.items()}
         for name, p in self.live.items():
             p.grad = self.grads[name]
-        self.optim_config = optim_config(self.train_settings)
+        self.optim_config = optim_config(self.train_settings, self.cfg.input_dim)
         self.optimizer = build_optimizer(list(self.live.values()), self.optim_config)
         for name, slots in (optimizer_state or {}).items():
             if slots:
@@ -294,12 +295,12 @@ class Engine:
             self._maintain()
         return StepResult(predicted=predicted, confidence=confidence, loss=loss, labels=labels, trained=n_lab)
 
-    def _maintain(self) -> None:
     def maintain(self) -> None:
         """The maintenance due by sample count, outside a step (replicas step with ``plasticity=False``; rank 0 calls this
         at each barrier on the averaged model)."""
         self._maintain()
 
+    def _maintain(self) -> None:
         """The maintenance whose cadence (in learned samples) is due after a step: rewiring, a growth check, a merge."""
         interval = self.plasticity_settings.interval
         if interval and self.plasticity_settings.enabled and self.since_rewire >= interval:
@@ -317,7 +318,7 @@ class Engine:
         d = self.drift_settings
         since = self.metrics.trained - self.drift.last_alarm_at
         left = max(0.0, 1.0 - since / d.boost_samples) if self.drift.alarms else 0.0
-        return self.train_settings.learning_rate * (1.0 + (d.lr_boost - 1.0) * left)
+        return self.optim_config.lr * (1.0 + (d.lr_boost - 1.0) * left)
 
     def _follow_average(self, samples: int) -> None:
         """The average follows the live weights as far as ``samples`` newly learned ones take it (average.py)."""
