@@ -18,6 +18,7 @@ from typing import Any
 
 from plasticd import __version__
 from plasticd.bench import add_bench_group
+from plasticd.bench.common import positive_int
 from plasticd.config import Settings, config_file_from_env, load_settings, parse_overrides
 from plasticd.errors import ConfigError, PlasticdError
 from plasticd.report import register as add_report_command
@@ -162,13 +163,6 @@ def cmd_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="plasticd",
@@ -194,8 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--source", choices=["inbox", "fashion-mnist"], default="inbox", help="where samples come from (default inbox)"
     )
-    p.add_argument("--epochs", type=_positive_int, default=1, help="fashion-mnist: passes over the stream (default 1)")
-    p.add_argument("--limit", type=_positive_int, help="fashion-mnist: samples per pass (default: all 60000)")
+    p.add_argument("--epochs", type=positive_int, default=1, help="fashion-mnist: passes over the stream (default 1)")
+    p.add_argument("--limit", type=positive_int, help="fashion-mnist: samples per pass (default: all 60000)")
     _settings_args(p)
     p.set_defaults(func=cmd_run)
 

@@ -45,6 +45,7 @@ from plasticd.fsutil import (
     stray_temp,
     write_json_atomic,
 )
+from plasticd.service.status import pid_alive
 
 SESSION_FILE = "session.json"
 SIDECAR_SUFFIX = ".error.json"  # next to each quarantined file: why it was refused
@@ -317,19 +318,9 @@ def clean_stray_temps(folder: Path) -> list[str]:
         if not stray_temp(name):
             continue
         pid = name.rsplit("-", 1)[-1]
-        if pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid)):
+        if pid.isdigit() and int(pid) != os.getpid() and pid_alive(int(pid)):
             continue
         with contextlib.suppress(FileNotFoundError):
             os.unlink(folder / name)
             removed.append(name)
     return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -64,6 +64,7 @@ def is_running(status: dict) -> bool:
 
 
 def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists (one we may not signal counts as alive)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
