@@ -249,3 +249,16 @@ def worker_around(settings, engine, root: Path):
     pipeline = Pipeline(engine, predictions, root / "failed", settings.train.max_batch)
     store = CheckpointStore(root / "checkpoints")
     return Worker(settings, engine, store, feed, pipeline, predictions, Notifier(), work=work, session=session)
+
+
+def fill(folder: Path) -> Path:
+    """Fill ``folder``'s file system to the last byte; the returned file frees it again when removed."""
+    filler = folder / ".filler.tmp"  # a dot file: never taken for a sample, never quarantined
+    try:
+        with open(filler, "wb") as f:
+            while True:
+                f.write(b"\0" * 4096)
+                f.flush()
+    except OSError as exc:
+        assert exc.errno == errno.ENOSPC
+    return filler

@@ -24,7 +24,7 @@ from plasticd.service.notify import Notifier
 from plasticd.service.predictions import PredictionWriter
 from plasticd.service.sources import FolderSource
 from plasticd.service.worker import Worker
-from tests.helpers import CLASSES, DIM, drop, events_named, files_in, sample_json, small_settings, wait_until
+from tests.helpers import CLASSES, DIM, drop, events_named, files_in, fill, sample_json, small_settings, wait_until
 
 
 def _settings(root: Path, **sections: dict):
@@ -216,15 +216,7 @@ def full_failed(tmp_path: Path):
     if os.system(f"mount -t tmpfs -o size=256k tmpfs {failed}") != 0:
         pytest.fail("cannot mount a tmpfs (these tests run as root)")
     try:
-        filler = failed / "filler"
-        try:
-            with open(filler, "wb") as f:
-                while True:
-                    f.write(b"\0" * 4096)
-                    f.flush()
-        except OSError as exc:
-            assert exc.errno == errno.ENOSPC
-        yield filler
+        yield fill(failed)
     finally:
         os.system(f"umount -l {failed}")
 

@@ -4,7 +4,6 @@ none learned twice, every quarantined file has its sidecar."""
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import signal
@@ -17,7 +16,7 @@ import numpy as np
 import pytest
 
 from plasticd.service.checkpoints import CheckpointStore
-from tests.helpers import Daemon, drop, files_in, sample_json, wait_until, write_config
+from tests.helpers import Daemon, drop, files_in, fill, sample_json, wait_until, write_config
 
 SIDECAR = ".error.json"
 
@@ -31,19 +30,6 @@ def tmpfs(folder: Path, size: str = "256k"):
         yield folder
     finally:
         os.system(f"umount -l {folder}")
-
-
-def fill(folder: Path) -> Path:
-    """Fill ``folder``'s file system to the last byte; the returned file frees it again when removed."""
-    filler = folder / ".filler.tmp"  # a dot file: never taken for a sample, never quarantined
-    try:
-        with open(filler, "wb") as f:
-            while True:
-                f.write(b"\0" * 4096)
-                f.flush()
-    except OSError as exc:
-        assert exc.errno == errno.ENOSPC
-    return filler
 
 
 def test_sighup_reopens_the_log_file_and_the_daemon_goes_on(tmp_path: Path) -> None:
