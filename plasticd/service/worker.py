@@ -24,7 +24,7 @@ from plasticd.log import emergency_line, get_logger
 from plasticd.service import signals
 from plasticd.service.checkpointing import Checkpointing
 from plasticd.service.checkpoints import CheckpointInfo, CheckpointStore
-from plasticd.service.claims import Session, WorkArea, clean_stray_temps
+from plasticd.service.claims import Session, WorkArea
 from plasticd.service.counters import Counters
 from plasticd.service.feeds import Feed, Item
 from plasticd.service.heartbeat import Heartbeat
@@ -32,6 +32,7 @@ from plasticd.service.messages import Checkpoint, Grow, Merge, Message, Rescan, 
 from plasticd.service.notify import Notifier
 from plasticd.service.pipeline import Outcome, Pipeline
 from plasticd.service.predictions import PredictionWriter
+from plasticd.service.recovery import recover
 from plasticd.service.scheduler import Activity
 from plasticd.service.status import State
 
@@ -173,51 +174,12 @@ class Worker:
         self.heartbeat.tick()
 
     def recover(self) -> None:
-        """Load the newest valid checkpoint; move the files it covers on; requeue claims it does not cover.
-
-        Raises CheckpointError when checkpoints exist but none is valid: the
-        daemon refuses to start from scratch silently.
-        """
-        self.store.clean_stray()
-        loaded = self.store.load_latest()
-        covered: set[str] = set()
-        if loaded is not None:
-            for setting, (old, new) in self.engine.load_state(loaded.tensors, loaded.meta).items():
-                self.log.info("settings.changed", setting=setting, old=old, new=new)  # in effect from now on
-            covered = set(loaded.meta.get("covered", []))
-            self.counters.restore(loaded.meta.get("counters", {}))
-            self.checkpoints.last = loaded.info
-            self.feed.resume(loaded.meta)
-            self.log.info(
-                "checkpoint.loaded", path=str(loaded.info.json_path), seq=loaded.info.seq, samples=self.engine.metrics.seen
-            )
-        if self.work is None:
-            return
-        unmoved = self.checkpoints.unmoved
-        counted = set(loaded.meta.get("quarantined", [])) if loaded is not None else set()
-        quarantine = self.pipeline.quarantine
-        for folder in {self.work.failed, quarantine.failed}:
-            for name in clean_stray_temps(folder):
-                self.log.info("recovery.temp_removed", folder=str(folder), file=name)
-        for session in self.work.sessions():
-            if (self.session is not None and session.id == self.session.id) or not self.adopts(session):
-                continue
-            for name in clean_stray_temps(session.folder):
-                self.log.info("recovery.temp_removed", folder=str(session.folder), file=name)
-            claims = self.work.claims_of(session)
-            refused = quarantine.recover(claims, self.work.reasons_of(session), counted)
-            for claim in claims:
-                if claim.seq in refused:
-                    continue  # refused before the crash: it goes to quarantine (now, or after a back-off), never trained
-                if claim.key in covered:
-                    unmoved.add([claim])  # trained on already: only the move is left
-                else:
-                    self.feed.requeue([claim])
-                    self.log.info("recovery.requeued", file=claim.original_name, claim=claim.key)
-        self.counters.files_failed += quarantine.take_done()
-        if unmoved:
-            self.log.info("recovery.covered", files=len(unmoved))
-            unmoved.move()
+        """Load the newest valid checkpoint; move on the files it covers; requeue the claims it does not
+        (``recovery.recover``). Raises CheckpointError when checkpoints exist but none is valid."""
+        recover(
+            store=self.store, engine=self.engine, counters=self.counters, checkpoints=self.checkpoints, feed=self.feed,
+            work=self.work, current=self.session, adopts=self.adopts, quarantine=self.pipeline.quarantine, log=self.log,
+        )  # fmt: skip
 
     def shutdown(self, check: bool = True) -> None:
         """The final checkpoint; with ``check``, CheckpointError (exit code 1) when it left work unsaved or unmoved."""
