@@ -254,8 +254,10 @@ def test_kill_9_of_one_replica_then_the_restarted_group_loses_and_repeats_nothin
 def test_bench_scale_measures_the_weights_all_reduce_between_two_processes(tmp_path: Path) -> None:
     from plasticd.bench.scale import sync_cost
 
-    costs = sync_cost((10, 20), input_dim=8, classes=3, work=tmp_path)
+    costs = sync_cost((10, 20), input_dim=8, classes=3, work=tmp_path, moments=0)
     floats = 2 * (8 * 10 + 10 + 10 * 10 + 10 * 3 + 3) + 2 * 8  # both copies of every parameter, and the scaler
     assert costs[10]["bytes"] == 4 * floats
     assert costs[20]["bytes"] > costs[10]["bytes"]
     assert all(c["ms"] > 0 for c in costs.values())
+    adam = sync_cost((10,), input_dim=8, classes=3, work=tmp_path)  # + Adam's two moments of the live weights
+    assert adam[10]["bytes"] == 4 * (floats + 2 * (8 * 10 + 10 + 10 * 10 + 10 * 3 + 3))

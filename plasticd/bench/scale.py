@@ -9,7 +9,9 @@ accuracy of the final checkpoint, and per sync the bytes and milliseconds
 (``replicas.synced``). ``--sizes`` adds the cost of the weights' all_reduce
 alone for networks of N neurons (a 2-process gloo group on this host): the
 sync cost as N grows; with H = ``replicas.sync_samples`` the cost per
-learned sample is that time over H.
+learned sample is that time over H. ``--sync-samples`` takes several H:
+each group of more than one replica runs once per H (one replica never
+syncs, so it runs once), which measures accuracy against the sync interval.
 
 The numbers depend on the cores free: with fewer cores than replicas the
 replicas share them and the speed-up cannot appear.
@@ -41,7 +43,7 @@ if TYPE_CHECKING:
 class ScaleOptions:
     files: int = 4000
     replicas: tuple[int, ...] = (1, 2)
-    sync_samples: int = 1000
+    sync_samples: tuple[int, ...] = (1000,)
     sizes: tuple[int, ...] = (100, 400, 1000, 4000)
     json_out: Path | None = None
 
@@ -89,7 +91,7 @@ def _journal(root: Path) -> list[dict]:
     return lines
 
 
-def _one_run(settings: Settings, staging: Path, replicas: int, opts: ScaleOptions, work: Path) -> dict:
+def _one_run(settings: Settings, staging: Path, replicas: int, sync_samples: int, opts: ScaleOptions, work: Path) -> dict:
     import numpy as np
     import torch
 
@@ -97,9 +99,9 @@ def _one_run(settings: Settings, staging: Path, replicas: int, opts: ScaleOption
     from plasticd.learn.engine import Engine
     from plasticd.service.checkpoints import CheckpointStore
 
-    root = work / f"replicas-{replicas}"
+    root = work / f"replicas-{replicas}-h{sync_samples}"
     shutil.copytree(staging, root / "data_inbox")
-    (root / "plasticd.toml").write_text(_config(settings, opts.sync_samples))
+    (root / "plasticd.toml").write_text(_config(settings, sync_samples))
     log = root / "group.log"
     torchrun = str(Path(sys.executable).with_name("torchrun"))
     with open(log, "wb") as out:
@@ -133,6 +135,7 @@ def _one_run(settings: Settings, staging: Path, replicas: int, opts: ScaleOption
     accuracy = engine.evaluate(torch.from_numpy(test.x), torch.from_numpy(test.y))
     return {
         "replicas": replicas,
+        "sync_samples": sync_samples if replicas > 1 else None,
         "files": opts.files,
         "files_per_s": opts.files / seconds,
         "prequential_accuracy": float(np.mean(correct)) if correct else None,
@@ -145,7 +148,7 @@ def _one_run(settings: Settings, staging: Path, replicas: int, opts: ScaleOption
     }
 
 
-def _allreduce_worker(rank: int, port: int, sizes: tuple[int, ...], input_dim: int, classes: int, out: str) -> None:
+def _allreduce_worker(rank: int, port: int, sizes: tuple[int, ...], input_dim: int, classes: int, moments: int, out: str) -> None:
     import datetime
 
     import torch
@@ -156,7 +159,8 @@ def _allreduce_worker(rank: int, port: int, sizes: tuple[int, ...], input_dim: i
     dist.init_process_group("gloo", store=store, rank=rank, world_size=2)
     results = {}
     for n in sizes:
-        numel = 2 * (input_dim * n + n + n * n + n * classes + classes) + 2 * input_dim  # two copies + the scaler
+        params = input_dim * n + n + n * n + n * classes + classes
+        numel = (2 + moments) * params + 2 * input_dim  # two copies, the optimizer's moments, the scaler
         flat = torch.ones(numel)
         dist.all_reduce(flat)  # warm-up
         times = []
@@ -170,13 +174,14 @@ def _allreduce_worker(rank: int, port: int, sizes: tuple[int, ...], input_dim: i
     dist.destroy_process_group()
 
 
-def sync_cost(sizes: tuple[int, ...], input_dim: int, classes: int, work: Path) -> dict:
-    """The all_reduce of N-neuron networks' weights (both copies, dense N x N recurrent weights) between 2 processes."""
+def sync_cost(sizes: tuple[int, ...], input_dim: int, classes: int, work: Path, moments: int = 2) -> dict:
+    """The all_reduce of N-neuron networks' weights (both copies, dense N x N recurrent weights) and ``moments``
+    optimizer moments per weight (Adam: 2, SGD with momentum: 1, plain SGD: 0) between 2 processes."""
     import torch.multiprocessing as mp
 
     port = _free_port()
     out = work / "allreduce.json"
-    mp.spawn(_allreduce_worker, args=(port, sizes, input_dim, classes, str(out)), nprocs=2, join=True)
+    mp.spawn(_allreduce_worker, args=(port, sizes, input_dim, classes, moments, str(out)), nprocs=2, join=True)
     return {int(k): v for k, v in json.loads(out.read_text()).items()}
 
 
@@ -190,7 +195,7 @@ def run_scale_bench(settings: Settings, opts: ScaleOptions) -> dict:
     order = epoch_order(len(train.y), settings.runtime.seed, 0)[: opts.files]
     print(
         f"plasticd bench scale: {opts.files} Fashion-MNIST files, replicas {list(opts.replicas)}, 1 torch thread each, "
-        f"H = {opts.sync_samples}, N = {settings.model.neurons}; {os.cpu_count()} cores on this machine",
+        f"H = {list(opts.sync_samples)}, N = {settings.model.neurons}; {os.cpu_count()} cores on this machine",
         flush=True,
     )
     runs = []
@@ -198,20 +203,24 @@ def run_scale_bench(settings: Settings, opts: ScaleOptions) -> dict:
         work = Path(tmp)
         staging = work / "staging"
         _write_files(staging, np.asarray(train.x[order]), np.asarray(train.y[order]))
-        for r in opts.replicas:
-            result = _one_run(settings, staging, r, opts, work)
+        plan = [(r, h) for r in opts.replicas for h in (opts.sync_samples if r > 1 else opts.sync_samples[:1])]
+        for r, h in plan:
+            result = _one_run(settings, staging, r, h, opts, work)
             runs.append(result)
+            at = f" H={h}" if r > 1 else ""
             print(
-                f"  {r} replica(s): {result['files_per_s']:.0f} files/s, prequential {result['prequential_accuracy']:.4f}, "
+                f"  {r} replica(s){at}: {result['files_per_s']:.0f} files/s, prequential {result['prequential_accuracy']:.4f}, "
                 f"test {result['test_accuracy']:.4f}, {result['syncs']} syncs of {result['sync_bytes']} B "
                 f"({result['sync_ms_mean'] or 0:.1f} ms each), agreement {result['turn_us_mean'] or 0:.0f} us per turn",
                 flush=True,
             )
-        costs = sync_cost(opts.sizes, settings.model.input_dim, settings.model.num_classes, work) if opts.sizes else {}
+        t = settings.train
+        moments = 2 if t.optimizer in ("adam", "adamw") else int(t.momentum > 0)
+        costs = sync_cost(opts.sizes, settings.model.input_dim, settings.model.num_classes, work, moments) if opts.sizes else {}
     for n, c in costs.items():
         print(
             f"  sync cost N={n}: {c['bytes'] / 1e6:.2f} MB, {c['ms']:.1f} ms all_reduce (2 processes, this host); "
-            f"per learned sample at H={opts.sync_samples}: {c['ms'] / opts.sync_samples * 1e3:.1f} us",
+            "per learned sample: " + ", ".join(f"{c['ms'] / h * 1e3:.1f} us at H={h}" for h in opts.sync_samples),
             flush=True,
         )
     record = run_record(opts, settings.model_dump_json(), runs=runs, sync_cost=costs)
@@ -231,7 +240,10 @@ def register(subparsers: SubParsers) -> argparse.ArgumentParser:
     )
     p.add_argument("--files", type=positive_int, default=4000, help="Fashion-MNIST training files (default 4000)")
     p.add_argument("--replicas", type=positive_int, nargs="+", default=[1, 2], help="group sizes (default 1 2)")
-    p.add_argument("--sync-samples", type=positive_int, default=1000, help="H: replicas.sync_samples (default 1000)")
+    p.add_argument(
+        "--sync-samples", type=positive_int, nargs="+", default=[1000],
+        help="H: replicas.sync_samples, one run of each group of 2+ replicas per value (default 1000)",
+    )  # fmt: skip
     p.add_argument("--sizes", type=positive_int, nargs="*", default=[100, 400, 1000, 4000], help="N for the sync cost")
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the results as JSON")
     p.set_defaults(run=run)
@@ -240,7 +252,7 @@ def register(subparsers: SubParsers) -> argparse.ArgumentParser:
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
     opts = ScaleOptions(
-        files=args.files, replicas=tuple(args.replicas), sync_samples=args.sync_samples, sizes=tuple(args.sizes),
+        files=args.files, replicas=tuple(args.replicas), sync_samples=tuple(args.sync_samples), sizes=tuple(args.sizes),
         json_out=args.json,
     )  # fmt: skip
     run_scale_bench(settings, opts)

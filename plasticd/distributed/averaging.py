@@ -1,8 +1,9 @@
-"""One model out of many: the replicas' weights and input statistics, averaged with one all_reduce.
+"""One model out of many: the replicas' weights, optimizer moments and input statistics, averaged with one all_reduce.
 
 Every copy of every parameter (``Engine.theta``: live and average, each
-(S, ...)) and the input scaler's mean and second moment are packed into one
-flat buffer, summed over the group and divided by its size; the result is
+(S, ...)), the optimizer's per-element moments of the live weights (Adam's
+``exp_avg`` and ``exp_avg_sq``, SGD's momentum buffer) and the input
+scaler's mean and second moment are packed into one flat buffer, summed over the group and divided by its size; the result is
 copied back *into* the engine's tensors. (torch's
 ``model_averaging.utils.average_parameters`` does the same sum but rebinds
 ``p.data``, which would cut the engine's live/average views and its
@@ -10,6 +11,9 @@ optimizer off the new storage, so it is not used here.) A ring all_reduce
 gives every rank the same bits, so the replicas leave the barrier with
 identical weights. Masked connections are 0 on every replica (their
 gradient is masked), so their average stays 0 and the mask needs no vote.
+A replica that has not stepped yet has no optimizer state: it gets the
+zeros torch would have made at its first step (``moments``), so every
+replica packs the same buffer. Step counts are agreed in ``clocks``.
 
 The scaler is pooled, not just averaged: mean = mean of means, variance =
 mean of (var + mean²) - mean², so spread between the replicas' means counts
@@ -27,6 +31,9 @@ import torch.distributed as dist
 from torch import Tensor
 
 from plasticd.learn.engine import Engine
+from plasticd.model.optim import PlainSGD
+
+ADAM_MOMENTS = ("exp_avg", "exp_avg_sq")
 
 
 @dataclass(frozen=True)
@@ -41,10 +48,37 @@ def _tensors(engine: Engine) -> list[Tensor]:
     return [engine.theta[k] for k in sorted(engine.theta)]
 
 
+def moments(engine: Engine) -> list[Tensor]:
+    """The optimizer's per-element moments of every live parameter, made (zeros) where it has not stepped yet.
+
+    The zeros are what torch's Adam and SGD make at their first step (for SGD with momentum and no dampening
+    a zero buffer gives the same first step as none), so making them early changes nothing.
+    """
+    opt = engine.optimizer
+    if isinstance(opt, PlainSGD):
+        return []
+    adam = engine.optim_config.kind in ("adam", "adamw")
+    out = []
+    for name in sorted(engine.live):
+        p = engine.live[name]
+        state = opt.state[p]
+        if adam:
+            if not state:
+                state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
+                for slot in ADAM_MOMENTS:
+                    state[slot] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            out += [state[slot] for slot in ADAM_MOMENTS]
+        else:
+            if state.get("momentum_buffer") is None:
+                state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            out.append(state["momentum_buffer"])
+    return out
+
+
 def average(engine: Engine, world_size: int, norm_count_at_sync: int, device: torch.device) -> Averaged:
-    """Average ``engine``'s weights (every copy) and input statistics over the group, in place."""
+    """Average ``engine``'s weights (every copy), optimizer moments and input statistics over the group, in place."""
     started = time.perf_counter()
-    tensors = _tensors(engine)
+    tensors = _tensors(engine) + moments(engine)
     norm = engine.norm
     parts = [t.reshape(-1) for t in tensors] + [norm.mean, norm.var + norm.mean * norm.mean]
     flat = torch.cat([p.to(device, torch.float32) for p in parts])
@@ -65,10 +99,15 @@ def average(engine: Engine, world_size: int, norm_count_at_sync: int, device: to
 
 
 def digest(engine: Engine) -> str:
-    """A SHA-256 of the weights (every copy), mask and input statistics: equal on replicas that agree."""
+    """A SHA-256 of the weights (every copy), optimizer state, mask, input statistics and sample clocks:
+    equal on replicas that agree."""
     import hashlib
 
     h = hashlib.sha256()
-    for t in [*_tensors(engine), engine.mask, engine.norm.mean, engine.norm.var]:
-        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    slots = [v for name in sorted(engine.live) for _, v in sorted(engine.optimizer.state.get(engine.live[name], {}).items())]
+    for t in [*_tensors(engine), *slots, engine.mask, engine.norm.mean, engine.norm.var]:
+        h.update(t.detach().cpu().contiguous().numpy().tobytes() if isinstance(t, Tensor) else repr(t).encode())
+    m = engine.metrics
+    clocks = (m.seen, m.labelled, m.correct, m.trained, engine.steps, engine.clock.age, engine.drift.alarms)
+    h.update(repr(clocks).encode())
     return h.hexdigest()

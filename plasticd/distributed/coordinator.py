@@ -13,8 +13,11 @@ back), and a dead or hung one makes the others' all_reduce fail within
 is one round trip of a 72-byte tensor per turn (``turn_us`` in
 ``replicas.synced``).
 
-A sync: the weights and input statistics are averaged (``averaging``), rank
-0 maintains the averaged model and the others follow (``structure``). A
+A sync: the weights, optimizer moments and input statistics are averaged
+(``averaging``), every count kept in learned samples becomes the group's
+(``clocks``: metrics, steps, the average's clock, drift alarms), then rank 0
+maintains the averaged model with the group's counts and the others follow
+(``structure``). A
 checkpoint at a sync: every replica makes its predictions journal durable
 and hands rank 0, in one all_gather_object, the keys of its claims that are
 trained on and not moved on, its settled quarantines and its counters since
@@ -38,6 +41,7 @@ import torch.distributed as dist
 
 from plasticd.config import Settings
 from plasticd.distributed.averaging import average, digest
+from plasticd.distributed.clocks import Marks, agree
 from plasticd.distributed.group import Replica, ReplicaError
 from plasticd.distributed.structure import share
 from plasticd.learn.reports import log_report
@@ -93,7 +97,9 @@ class Coordinator:
     def meet(self) -> None:
         """Before recovery: the same settings everywhere, and the live sessions no one may take over or tidy away."""
         w = self.worker
-        agreed = {k: self.settings.model_dump(mode="json")[k] for k in ("model", "train", "plasticity", "growth", "merge")}
+        agreed = {
+            k: self.settings.model_dump(mode="json")[k] for k in ("model", "train", "plasticity", "growth", "merge", "drift")
+        }
         agreed |= {"replicas": self.settings.replicas.model_dump(mode="json"), "every": self.settings.checkpoint.every_samples}
         mine = {"settings": json.dumps(agreed, sort_keys=True), "session": w.session.id if w.session else None}
         everyone: list = [None] * self.replica.world_size
@@ -101,7 +107,7 @@ class Coordinator:
         differing = [r for r, o in enumerate(everyone) if o["settings"] != mine["settings"]]
         if differing:
             raise ReplicaError(
-                f"replicas {differing} run with other model/train/plasticity/growth/merge/replicas settings than replica "
+                f"replicas {differing} run with other model/train/plasticity/growth/merge/drift/replicas settings than replica "
                 f"{self.replica.rank}: every replica must use the same configuration"
             )
         live = {o["session"] for o in everyone if o["session"]}
@@ -127,12 +133,8 @@ class Coordinator:
                 "the replicas start from different models (a checkpoint written meanwhile, or other seeds): "
                 f"digests {sorted(set(digests))}; start every replica against the same paths.checkpoints"
             )
-        meta = {}
-        if w.checkpoints.last is not None:
-            meta = json.loads(w.checkpoints.last.json_path.read_text(encoding="utf-8")).get("meta", {})
         self.counters_at_start = w.counters.as_dict()
-        self.trained_at_start = e.metrics.trained
-        self.trained_base = int((meta.get("replicas") or {}).get("trained", e.metrics.trained))
+        self.marks = Marks.of(e)  # the checkpoint's counts are the group's (rank 0 saves them after each agreement)
         self.trained_at_sync = e.metrics.trained
         self.norm_count_at_sync = e.norm.count
         w.heartbeat.ready_facts.update(rank=self.replica.rank, world_size=self.replica.world_size, backend=self.backend)
@@ -217,6 +219,10 @@ class Coordinator:
         e = w.engine
         started = time.perf_counter()
         averaged = average(e, self.replica.world_size, self.norm_count_at_sync, self.comm_device)
+        agreed = agree(e, self.replica.rank, self.replica.world_size, self.marks)
+        if agreed.alarms:
+            self.log.info("replicas.drift", rank=self.replica.rank, alarms=agreed.alarms, reacted=agreed.reacted)
+        self.marks = Marks.of(e)
         shared = share(e, self.replica.leader, self.comm_device)
         for report in shared.reports:
             log_report(w.log, report)
@@ -259,7 +265,6 @@ class Coordinator:
             "covered": [c.key for c in cp.unmoved.claims + cp.pending],
             "quarantined": quarantined,
             "counters": {k: v - self.counters_at_start[k] for k, v in now.items()},
-            "trained": w.engine.metrics.trained - self.trained_at_start,
             "changed": w.activity.unsaved_changes,
         }
         everyone: list = [None] * self.replica.world_size
@@ -272,7 +277,7 @@ class Coordinator:
             counters = {k: self.counters_at_start[k] + sum(o["counters"][k] for o in everyone) for k in now}
             group = {
                 "world_size": self.replica.world_size,
-                "trained": self.trained_base + sum(o["trained"] for o in everyone),
+                "trained": w.engine.metrics.trained,  # the group's, agreed at this barrier
                 "syncs": self.facts.syncs + 1,
             }
             elsewhere = Elsewhere(

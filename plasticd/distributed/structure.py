@@ -5,8 +5,10 @@ merges on its own and the masks never diverge between barriers. At a
 barrier, after averaging, rank 0 runs the maintenance that is due
 (``Engine.maintain``: rewiring, a growth check, a merge) and tells the
 others, in one small object, whether the network changed and its neuron
-count and ids; only when it changed do the weights (every copy) and the mask
-follow, shapes first, so every receiver has its buffers sized before the
+count and ids; only when it changed do the weights (every copy), the mask
+and the optimizer's state of the live weights (moments and steps: a merge
+zeroes the first moments, a rewiring resets the changed entries, growth
+gathers them) follow, shapes first, so every receiver has its buffers sized before the
 tensors arrive. A receiver applies the change through the Engine's own
 doors: a new mask of the same size as a rewiring plan (``apply_rewire``:
 optimizer entries and usage statistics of changed connections reset), a new
@@ -55,6 +57,7 @@ def share(engine: Engine, leader: bool, device: torch.device) -> Shared:
                 "neuron_ids": engine.neuron_ids,
                 "neuron_born": engine.neuron_born,
                 "next_neuron_id": engine.next_neuron_id,
+                "slots": _slots(engine),
             }
         ]
     dist.broadcast_object_list(header, src=0)
@@ -73,7 +76,38 @@ def share(engine: Engine, leader: bool, device: torch.device) -> Shared:
         sent += mask.numel()
         if not leader:
             adopt(engine, {k: v.to(engine.device) for k, v in theta.items()}, mask.to(engine.device, torch.bool), head)
+        sent += _share_slots(engine, leader, head["slots"], device)
     return Shared(head["changed"], engine.cfg.neurons, sent, (time.perf_counter() - started) * 1e3, reports)
+
+
+def _slots(engine: Engine) -> list[tuple[str, str, tuple[int, ...]]]:
+    """(parameter, slot, shape) of every tensor in the optimizer's state of the live weights, in a fixed order."""
+    out = []
+    for name in sorted(engine.live):
+        state = engine.optimizer.state.get(engine.live[name], {})
+        out += [(name, slot, tuple(v.shape)) for slot, v in sorted(state.items()) if isinstance(v, Tensor)]
+    return out
+
+
+def _share_slots(engine: Engine, leader: bool, slots: list, device: torch.device) -> int:
+    """Rank 0's optimizer state into every replica's (after ``adopt`` sized the receivers' parameters)."""
+    if not slots:
+        return 0
+    if leader:
+        flat = torch.cat([engine.optimizer.state[engine.live[n]][slot].reshape(-1).float() for n, slot, _ in slots]).to(device)
+    else:
+        flat = torch.empty(sum(int(torch.Size(shape).numel()) for _, _, shape in slots), device=device)
+    dist.broadcast(flat, src=0)
+    if not leader:
+        offset = 0
+        for name, slot, shape in slots:
+            p = engine.live[name]
+            size = int(torch.Size(shape).numel())
+            value = flat[offset : offset + size].view(shape).to(p.device)
+            offset += size
+            old = engine.optimizer.state[p].get(slot)
+            engine.optimizer.state[p][slot] = (value.to(old.dtype) if isinstance(old, Tensor) else value).clone()
+    return flat.numel() * flat.element_size()
 
 
 def adopt(engine: Engine, theta: dict[str, Tensor], mask: Tensor, head: dict) -> None:

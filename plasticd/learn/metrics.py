@@ -57,6 +57,12 @@ class PrequentialMetrics:
         idx = (self._pos - n + np.arange(n)) % self.window
         return self._correct_ring[idx].astype(np.float64)
 
+    def recent_loss(self, k: int) -> np.ndarray:
+        """(min(k, kept),) prequential losses of the latest labelled samples, oldest first (as ``recent_correct``)."""
+        n = max(0, min(k, self.labelled, self.window))
+        idx = (self._pos - n + np.arange(n)) % self.window
+        return self._loss_ring[idx].copy()
+
     def snapshot(self) -> MetricsSnapshot:
         filled = min(self.labelled, self.window)
         return MetricsSnapshot(
