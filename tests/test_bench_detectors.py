@@ -16,6 +16,8 @@ from plasticd.config import load_settings
 def test_tally_counts_hits_delays_misses_and_false_alarms() -> None:
     t = tally([120, 140, 2100, 5000], drifts=(100, 3000), window=1000)
     assert (t.hits, t.missed, t.false, t.delays) == (1, 1, 2, [20])
+    gradual = tally([2500, 9000], drifts=(3000,), window=1000, lead=1000)  # a gradual change is found before its centre
+    assert (gradual.hits, gradual.false, gradual.delays) == (1, 1, [-500])
 
 
 def test_the_rise_rule_silences_adwin_on_a_learning_curve_but_not_on_a_change() -> None:
