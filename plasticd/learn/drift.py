@@ -71,7 +71,8 @@ class DriftMonitor:
         self.detector = make_detector(settings) if self.enabled else None
         self.alarms = 0
         self.last_alarm_at = 0  # labelled samples learned at the last alarm
-        self.ring = np.zeros(RING, dtype=np.float64)  # the latest errors, oldest last
+        self.ring = np.zeros(RING, dtype=np.float64)  # the latest errors, circular: the next goes to ``pos``
+        self.pos = 0
         self.filled = 0  # how many of them are real
 
     def observe(self, errors: np.ndarray, trained_before: int) -> Alarm | None:
@@ -105,13 +106,14 @@ class DriftMonitor:
 
     def _remember(self, errors: np.ndarray) -> None:
         n = min(errors.size, RING)
-        self.ring = np.roll(self.ring, -n)
-        self.ring[RING - n :] = errors[errors.size - n :]
+        idx = (self.pos + np.arange(n)) % RING
+        self.ring[idx] = errors[errors.size - n :]
+        self.pos = (self.pos + n) % RING
         self.filled = min(self.filled + n, RING)
 
     def _evidence(self, at: int, end: int, recent: int) -> Alarm:
         """The alarm the errors kept show for a change ``recent`` samples before the ``end``-th kept one."""
-        kept = self.ring[RING - self.filled :][:end]  # oldest first, up to the triggering sample
+        kept = self.ring[(self.pos - self.filled + np.arange(self.filled)) % RING][:end]  # oldest first, to the trigger
         recent = max(1, min(recent, kept.size))
         before = kept[max(0, kept.size - recent - BEFORE) : kept.size - recent]
         return Alarm(
@@ -129,6 +131,7 @@ class DriftMonitor:
         if self.detector is None:
             return
         self.ring[:] = 0.0
+        self.pos = 0
         self.filled = 0
         if recent_errors.size:
             self._remember(recent_errors)
