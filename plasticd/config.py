@@ -369,6 +369,11 @@ class ReplicaSettings(_Section):
         1000, ge=1, description="replicas average their weights after this many labelled samples, counted over the group"
     )
     sync_seconds: float = Field(10.0, gt=0.0, description="... or after this many seconds with something learned")
+    combine: Literal["sum", "mean"] = Field(
+        "sum",
+        description="sum: the agreed weights plus every replica's change since the last sync (the group moves as one "
+        "model that took every replica's steps); mean: the replicas' weights averaged",
+    )
     timeout_seconds: float = Field(
         60.0, gt=0.0, description="a replica that cannot reach its group, or waits this long for a peer, exits with code 1"
     )

@@ -29,10 +29,10 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _barrier(rank: int, port: int, out: str, samples: list[int], sections: dict, alarm_on: int) -> None:
+def _barrier(rank: int, port: int, out: str, samples: list[int], sections: dict, alarm_on: int, combine: str) -> None:
     import torch.distributed as dist
 
-    from plasticd.distributed.averaging import average, digest
+    from plasticd.distributed.averaging import average, digest, flat_weights
     from plasticd.distributed.clocks import Marks, agree
     from plasticd.distributed.structure import share
     from plasticd.learn.engine import Engine
@@ -43,18 +43,22 @@ def _barrier(rank: int, port: int, out: str, samples: list[int], sections: dict,
     dist.init_process_group("gloo", store=store, rank=rank, world_size=2)
     engine = Engine.from_settings(small_settings(**sections), device="cpu")
     marks, norm_count = Marks.of(engine), engine.norm.count
+    since = flat_weights(engine, torch.device("cpu"))
     x, y = toy_data(samples[rank], seed=10 + rank)
     for i in range(0, samples[rank], 5):
         engine.step(x[i : i + 5], y[i : i + 5], plasticity=False)
     engine.take_reports()
     before = {
         "correct": engine.metrics.correct,
+        "start": since.tolist(),
+        "weights": flat_weights(engine, torch.device("cpu")).tolist(),
         "exp_avg": [float(engine.optimizer.state[p]["exp_avg"].sum()) for p in engine.live.values()] if samples[rank] else None,
     }
     if rank == alarm_on:  # as if this replica's monitor had raised an alarm between the barriers
         engine.drift.alarms += 1
         engine.drift.last_alarm_at = engine.metrics.trained
-    average(engine, 2, norm_count, torch.device("cpu"))
+    average(engine, 2, norm_count, torch.device("cpu"), since if combine == "sum" else None)
+    combined = flat_weights(engine, torch.device("cpu")).tolist()
     averaged = [float(engine.optimizer.state[p]["exp_avg"].sum()) for p in engine.live.values()]
     agreed = agree(engine, rank, 2, marks)
     shared = share(engine, rank == 0, torch.device("cpu"))
@@ -70,16 +74,19 @@ def _barrier(rank: int, port: int, out: str, samples: list[int], sections: dict,
         "reacted": agreed.reacted,
         "average_is_live": all(torch.equal(engine.avg[k], engine.live[k]) for k in engine.live) if engine.avg else None,
         "averaged_exp_avg": averaged,
+        "combined": combined,
         "exp_avg_zero": all(not bool(engine.optimizer.state[p]["exp_avg"].any()) for p in engine.live.values()),
         "rewired": sum(isinstance(r, RewireReport) and r.skipped is None for r in shared.reports),
         "merged": sum(isinstance(r, MergeReport) and r.skipped is None for r in shared.reports),
     }
     Path(out, f"{rank}.json").write_text(json.dumps({"before": before, "after": after}))
+    dist.barrier()  # rank 0 hosts the store: it leaves last
     dist.destroy_process_group()
 
 
-def _meet(tmp_path: Path, samples: list[int], sections: dict = SECTIONS, alarm_on: int = -1) -> list[dict]:
-    mp.spawn(_barrier, args=(_free_port(), str(tmp_path), samples, sections, alarm_on), nprocs=2, join=True)
+def _meet(tmp_path: Path, samples: list[int], sections: dict = SECTIONS, alarm_on: int = -1, combine: str = "sum") -> list[dict]:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    mp.spawn(_barrier, args=(_free_port(), str(tmp_path), samples, sections, alarm_on, combine), nprocs=2, join=True)
     return [json.loads((tmp_path / f"{r}.json").read_text()) for r in range(2)]
 
 
@@ -120,3 +127,15 @@ def test_one_replicas_drift_alarm_is_the_groups_reaction_at_the_barrier(tmp_path
         assert r["after"]["average_is_live"]  # the average restarted from the averaged live weights, on both
         assert r["after"]["age"] == 0
     assert r0["after"]["digest"] == r1["after"]["digest"]
+
+
+def test_the_group_model_takes_every_replicas_change_or_with_mean_their_average(tmp_path: Path) -> None:
+    r0, r1 = _meet(tmp_path / "sum", [30, 40])
+    start, a, b = (np.array(v) for v in (r0["before"]["start"], r0["before"]["weights"], r1["before"]["weights"]))
+    assert np.array_equal(start, np.array(r1["before"]["start"]))  # both replicas started from one model
+    assert np.allclose(r0["after"]["combined"], start + (a - start) + (b - start), atol=1e-6)  # replicas.combine = sum
+    assert r0["after"]["combined"] == r1["after"]["combined"]
+    m0, m1 = _meet(tmp_path / "mean", [30, 40], combine="mean")
+    a, b = np.array(m0["before"]["weights"]), np.array(m1["before"]["weights"])
+    assert np.allclose(m0["after"]["combined"], (a + b) / 2, atol=1e-6)  # replicas.combine = mean
+    assert m0["after"]["digest"] == m1["after"]["digest"]

@@ -40,7 +40,7 @@ import torch
 import torch.distributed as dist
 
 from plasticd.config import Settings
-from plasticd.distributed.averaging import average, digest
+from plasticd.distributed.averaging import average, digest, flat_weights
 from plasticd.distributed.clocks import Marks, agree
 from plasticd.distributed.group import Replica, ReplicaError
 from plasticd.distributed.structure import share
@@ -137,6 +137,7 @@ class Coordinator:
         self.marks = Marks.of(e)  # the checkpoint's counts are the group's (rank 0 saves them after each agreement)
         self.trained_at_sync = e.metrics.trained
         self.norm_count_at_sync = e.norm.count
+        self.since = self._agreed()
         w.heartbeat.ready_facts.update(rank=self.replica.rank, world_size=self.replica.world_size, backend=self.backend)
         self._publish()
 
@@ -218,16 +219,17 @@ class Coordinator:
         w = self.worker
         e = w.engine
         started = time.perf_counter()
-        averaged = average(e, self.replica.world_size, self.norm_count_at_sync, self.comm_device)
-        agreed = agree(e, self.replica.rank, self.replica.world_size, self.marks)
-        if agreed.alarms:
-            self.log.info("replicas.drift", rank=self.replica.rank, alarms=agreed.alarms, reacted=agreed.reacted)
+        averaged = average(e, self.replica.world_size, self.norm_count_at_sync, self.comm_device, self.since)
+        clocks = agree(e, self.replica.rank, self.replica.world_size, self.marks)
+        if clocks.alarms:
+            self.log.info("replicas.drift", rank=self.replica.rank, alarms=clocks.alarms, reacted=clocks.reacted)
         self.marks = Marks.of(e)
         shared = share(e, self.replica.leader, self.comm_device)
         for report in shared.reports:
             log_report(w.log, report)
             w.activity.unsaved_changes = w.activity.unsaved_changes or report.changed
         self.trained_at_sync, self.norm_count_at_sync = e.metrics.trained, e.norm.count
+        self.since = self._agreed()  # after rank 0's maintenance: the network every replica now holds
         self.last_sync = time.monotonic()
         seq = self.checkpoint(checkpoint_reason) if checkpoint_reason else None
         f = self.facts
@@ -297,6 +299,10 @@ class Coordinator:
             moved = cp.covered_by(info, quarantined)
             self.log.info("replicas.covered", rank=self.replica.rank, seq=info.seq, files_moved=moved)
         return info.seq
+
+    def _agreed(self) -> torch.Tensor | None:
+        """The weights the next sync measures changes from (``replicas.combine = "sum"``), or None (the mean)."""
+        return flat_weights(self.worker.engine, self.comm_device) if self.settings.replicas.combine == "sum" else None
 
     def _publish(self) -> None:
         f = self.facts
