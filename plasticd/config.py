@@ -366,7 +366,7 @@ class ReplicaSettings(_Section):
     """Replicas under torchrun that learn one model (plasticd/distributed/); ignored by a single process."""
 
     sync_samples: int = Field(
-        1000, ge=1, description="replicas average their weights after this many labelled samples, counted over the group"
+        64, ge=1, description="replicas combine their weights after this many labelled samples, counted over the group"
     )
     sync_seconds: float = Field(10.0, gt=0.0, description="... or after this many seconds with something learned")
     combine: Literal["sum", "mean"] = Field(

@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 class ScaleOptions:
     files: int = 4000
     replicas: tuple[int, ...] = (1, 2)
-    sync_samples: tuple[int, ...] = (1000,)
+    sync_samples: tuple[int, ...] = (64, 256, 1000)
     sizes: tuple[int, ...] = (100, 400, 1000, 4000)
     json_out: Path | None = None
 
@@ -241,8 +241,8 @@ def register(subparsers: SubParsers) -> argparse.ArgumentParser:
     p.add_argument("--files", type=positive_int, default=4000, help="Fashion-MNIST training files (default 4000)")
     p.add_argument("--replicas", type=positive_int, nargs="+", default=[1, 2], help="group sizes (default 1 2)")
     p.add_argument(
-        "--sync-samples", type=positive_int, nargs="+", default=[1000],
-        help="H: replicas.sync_samples, one run of each group of 2+ replicas per value (default 1000)",
+        "--sync-samples", type=positive_int, nargs="+", default=[64, 256, 1000],
+        help="H: replicas.sync_samples, one run of each group of 2+ replicas per value (default 64 256 1000)",
     )  # fmt: skip
     p.add_argument("--sizes", type=positive_int, nargs="*", default=[100, 400, 1000, 4000], help="N for the sync cost")
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the results as JSON")

@@ -1,17 +1,23 @@
 """The replicas' loop: when they meet, what they agree on, and the checkpoint that covers them all.
 
-The barrier protocol. After every turn of its worker loop (one micro-batch,
-or an idle wait), each replica adds a few numbers into one small all_reduce
-(``FLAGS``): labelled samples since the last sync, unsaved samples, claims
+The barrier protocol. After a turn of its worker loop (one micro-batch, or
+an idle wait) and at most every ``AGREE_S`` while it is busy (every turn
+when it is idle or stopping), each replica adds a few numbers into one
+small all_reduce (``FLAGS``): labelled samples since the last sync, unsaved samples, claims
 waiting for a checkpoint, whether it wants to stop, whether it was idle,
 and rank 0's clocks. Every replica sees the same sums and so takes the same
 decision without another message: sync now, sync and checkpoint, stop. No
 replica can block forever on an idle peer: an idle replica still turns
 (without its idle wait while any peer is busy, so the busy ones are not held
 back), and a dead or hung one makes the others' all_reduce fail within
-``replicas.timeout_seconds`` (torchrun then restarts the group). The cost
-is one round trip of a 72-byte tensor per turn (``turn_us`` in
-``replicas.synced``).
+``replicas.timeout_seconds`` (torchrun then restarts the group). Collectives
+pair up by their order, not by turn, so a busy replica may learn several
+micro-batches between two agreements: each agreement is a barrier (the
+faster replica waits for the slower one's batch), and agreeing after every
+micro-batch cost 2 replicas about 4 ms per batch of 8 on a loaded 2-core
+host. The cost is one round trip of a 72-byte tensor per agreement
+(``turn_us`` in ``replicas.synced``); a sync may come up to ``AGREE_S`` of
+learning after ``replicas.sync_samples`` is reached.
 
 A sync: the weights, optimizer moments and input statistics are averaged
 (``averaging``), every count kept in learned samples becomes the group's
@@ -53,6 +59,7 @@ from plasticd.service.worker import WAIT_S, Worker
 
 # positions in the per-turn flags tensor
 LABELLED, UNSAVED, WAITING, STOP, IDLE, CHANGED, SYNC_DUE, CHECKPOINT_DUE, QUIET_DUE = range(9)
+AGREE_S = 0.02  # a busy replica agrees with the group at most this often
 
 
 @dataclass
@@ -84,7 +91,7 @@ class Coordinator:
         self.busy = False  # this replica processed something this turn
         self.turns, self.turn_s = 0, 0.0
         now = time.monotonic()
-        self.last_sync = self.last_checkpoint = self.group_busy_at = now
+        self.last_sync = self.last_checkpoint = self.group_busy_at = self.agreed_at = now
         worker.on_batch.append(self.on_batch)
         worker.pipeline.plasticity = False  # no replica rewires, grows or merges on its own: masks stay identical
         worker.checkpoints.held = f"replica {replica.rank} of {replica.world_size}: rank 0 saves at the group's barriers"
@@ -169,9 +176,12 @@ class Coordinator:
         return 0
 
     def turn(self) -> bool:
-        """One turn's agreement (collective); True when the group stops (after its final sync)."""
+        """One turn's agreement (collective, when due); True when the group stops (after its final sync)."""
         w, s = self.worker, self.settings
         now = time.monotonic()
+        if self.busy and not w.stopping and now - self.agreed_at < AGREE_S:
+            return False  # learning on: the group hears from this replica a little later
+        self.agreed_at = now
         leader = self.replica.leader
         e, a, cp = w.engine, w.activity, w.checkpoints
         flags = torch.zeros(9, dtype=torch.float64)
