@@ -4,8 +4,8 @@ Replicas step with ``plasticity=False``, so no replica rewires, grows or
 merges on its own and the masks never diverge between barriers. At a
 barrier, after averaging, rank 0 runs the maintenance that is due
 (``Engine.maintain``: rewiring, a growth check, a merge) and tells the
-others, in one small object, whether the network changed and its neuron
-count and ids; only when it changed do the weights (every copy), the mask
+others, in one float, whether the network changed; only when it changed do
+its neuron count and ids (one small object), the weights (every copy), the mask
 and the optimizer's state of the live weights (moments and steps: a merge
 zeroes the first moments, a rewiring resets the changed entries, growth
 gathers them) follow, shapes first, so every receiver has its buffers sized before the
@@ -47,12 +47,15 @@ def share(engine: Engine, leader: bool, device: torch.device) -> Shared:
     if leader:
         engine.maintain()
         reports = engine.take_reports()
+    flag = torch.tensor([float(leader and any(r.changed for r in reports))])
+    dist.broadcast(flag, src=0)  # a flag, not the header: most barriers change nothing (pickling cost ~4 ms a sync)
+    if not flag.item():
+        return Shared(False, engine.cfg.neurons, 0, (time.perf_counter() - started) * 1e3, reports)
     header: list[object] = [None]
     if leader:
-        changed = any(r.changed for r in reports)
         header = [
             {
-                "changed": changed,
+                "changed": True,
                 "shapes": {k: tuple(v.shape) for k, v in engine.theta.items()},
                 "neuron_ids": engine.neuron_ids,
                 "neuron_born": engine.neuron_born,
