@@ -86,6 +86,23 @@ def candidate_names(name: str, reserve: int = 0) -> Iterator[str]:
         yield fit_name(name if n == 0 else f"{stem}{SEP}{n}{ext}", "", reserve)
 
 
+def create_json(path: Path, payload: dict) -> None:
+    """Write ``payload`` as a *new* file at ``path``, durably, never replacing one (FileExistsError if taken).
+
+    Written under a temp name in the same folder (marked with TMP_MARK and the pid, so a crash's leftover
+    is recognisable), fsynced, then given its name with ``link_new``."""
+    pid = f"{TMP_MARK}{os.getpid()}"
+    tmp = path.with_name(fit_name(path.name, ".", reserve=len(pid)) + pid)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(payload, f, indent=1, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        link_new(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def link_new(src: Path, target: Path) -> None:
     """Give ``src`` the new name ``target`` without ever replacing what is there (FileExistsError then).
 

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from structlog.testing import capture_logs
 
+from plasticd import fsutil
 from plasticd.fsutil import NAME_MAX, fit_name
 from plasticd.service import claims, daemon, signals
 from plasticd.service.checkpoints import CheckpointStore
@@ -163,7 +164,8 @@ def test_a_quarantine_interrupted_anywhere_is_finished_at_the_next_start(
         if die_at == "record":
             raise Died
 
-    monkeypatch.setattr(claims, "link_new", link_new)
+    monkeypatch.setattr(claims, "link_new", link_new)  # the quarantined file's move
+    monkeypatch.setattr(fsutil, "link_new", link_new)  # the sidecar (fsutil.create_json)
     monkeypatch.setattr(claims.os, "unlink", unlink)
     from plasticd.service import moves
 

@@ -36,8 +36,8 @@ from pathlib import Path
 from plasticd.errors import WorkAreaError
 from plasticd.fsutil import (
     SEP,
-    TMP_MARK,
     candidate_names,
+    create_json,
     fit_name,
     fsync_dir,
     link_new,
@@ -288,19 +288,10 @@ def _place_sidecar(sidecar: Path, payload: dict) -> bool:
         return False  # someone else's file
     if existing is not None:
         return isinstance(existing, dict) and existing.get("claim") == payload["claim"]
-    pid = f"{TMP_MARK}{os.getpid()}"
-    tmp = sidecar.with_name(fit_name(sidecar.name, ".", reserve=len(pid)) + pid)
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(payload, f, indent=1, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            link_new(tmp, sidecar)
-        except FileExistsError:
-            return False
-    finally:
-        tmp.unlink(missing_ok=True)
+        create_json(sidecar, payload)
+    except FileExistsError:
+        return False
     return True
 
 

@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 from plasticd.errors import WorkAreaError
-from plasticd.fsutil import TMP_MARK, candidate_names, fit_name, fsync_dir, link_new, same_file
+from plasticd.fsutil import candidate_names, create_json, fsync_dir, link_new, same_file
 from plasticd.log import get_logger
 from plasticd.service.claims import Claim
 
@@ -148,17 +148,8 @@ def _place(result: Path, payload: dict, key: str) -> bool:
     A result of this claim found there (a crash came before its file was moved) is kept as it is."""
     if os.path.lexists(result):
         return _claim_of(result) == key
-    pid = f"{TMP_MARK}{os.getpid()}"
-    tmp = result.with_name(fit_name(result.name, ".", reserve=len(pid)) + pid)
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(payload, f, indent=1, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            link_new(tmp, result)
-        except FileExistsError:
-            return _claim_of(result) == key
-    finally:
-        tmp.unlink(missing_ok=True)
+        create_json(result, payload)
+    except FileExistsError:
+        return _claim_of(result) == key
     return True
