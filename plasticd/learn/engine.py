@@ -281,13 +281,13 @@ class Engine:
             self.buffer.add(x_lab, labels[is_lab])
             if self.replay is not None:
                 self.replay.add(x_lab, labels[is_lab])
-        predicted, confidence, loss = _prequential(pred_logits, labels, is_lab)
+        scored = trace.logits[:, :b] if n_lab and self.choice.enabled else None  # every copy, for the choice
+        predicted, confidence, loss, by_copy = _prequential(pred_logits, labels, is_lab, scored)
         correct = predicted[is_lab] == labels[is_lab]
         self.metrics.update(correct, loss[is_lab], unlabelled=b - n_lab, trained=n_lab)
         self.consolidator.observe(~correct)
-        if n_lab and self.choice.enabled:
-            by_copy = trace.logits[:, :b].argmax(dim=2).cpu().numpy()[:, is_lab]  # (S, n_lab)
-            self.choice.observe(by_copy == labels[is_lab])
+        if by_copy is not None:
+            self.choice.observe(by_copy[:, is_lab] == labels[is_lab])  # (S, n_lab)
         alarm = self.drift.observe((~correct).astype(np.float64), self.metrics.trained - n_lab)
         if alarm is not None:
             self._adapt(alarm)
@@ -636,8 +636,11 @@ class Engine:
         return self.metrics.snapshot()
 
 
-def _prequential(logits: Tensor, labels: np.ndarray, is_lab: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Predicted class, its probability and the cross-entropy (NaN if unlabelled) from (B, C) logits.
+def _prequential(
+    logits: Tensor, labels: np.ndarray, is_lab: np.ndarray, every_copy: Tensor | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """Predicted class, its probability and the cross-entropy (NaN if unlabelled) from (B, C) logits; with
+    ``every_copy`` (S, B, C), also each copy's predicted class (S, B) for the copy choice.
 
     Computed on the device and brought to the host in one transfer.
     """
@@ -645,6 +648,10 @@ def _prequential(logits: Tensor, labels: np.ndarray, is_lab: np.ndarray) -> tupl
     top, predicted = logp.max(dim=1)
     target = torch.from_numpy(np.where(is_lab, labels, 0)).to(logits.device, non_blocking=True)
     picked = logp.gather(1, target.unsqueeze(1)).squeeze(1)
-    host = torch.stack((predicted.to(logp.dtype), top, picked)).cpu().numpy()  # (3, B)
+    rows = [predicted.to(logp.dtype), top, picked]
+    if every_copy is not None:
+        rows += list(every_copy.argmax(dim=2).to(logp.dtype))
+    host = torch.stack(rows).cpu().numpy()  # (3 [+ S], B)
     loss = np.where(is_lab, -host[2], np.nan).astype(np.float32)
-    return host[0].astype(np.int64), np.exp(host[1]).astype(np.float32), loss
+    by_copy = host[3:].astype(np.int64) if every_copy is not None else None
+    return host[0].astype(np.int64), np.exp(host[1]).astype(np.float32), loss, by_copy

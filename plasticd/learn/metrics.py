@@ -51,17 +51,18 @@ class PrequentialMetrics:
         self._loss_ring[idx] = loss
         self._pos = (self._pos + b) % self.window
 
+    def _recent(self, k: int) -> np.ndarray:
+        """Ring positions of the latest min(k, kept) labelled samples, oldest first (at most ``window`` kept)."""
+        n = max(0, min(k, self.labelled, self.window))
+        return (self._pos - n + np.arange(n)) % self.window
+
     def recent_correct(self, k: int) -> np.ndarray:
         """(min(k, kept),) float 0/1 correctness of the latest labelled samples, oldest first (at most ``window`` kept)."""
-        n = max(0, min(k, self.labelled, self.window))
-        idx = (self._pos - n + np.arange(n)) % self.window
-        return self._correct_ring[idx].astype(np.float64)
+        return self._correct_ring[self._recent(k)].astype(np.float64)
 
     def recent_loss(self, k: int) -> np.ndarray:
         """(min(k, kept),) prequential losses of the latest labelled samples, oldest first (as ``recent_correct``)."""
-        n = max(0, min(k, self.labelled, self.window))
-        idx = (self._pos - n + np.arange(n)) % self.window
-        return self._loss_ring[idx].copy()
+        return self._loss_ring[self._recent(k)]
 
     def snapshot(self) -> MetricsSnapshot:
         filled = min(self.labelled, self.window)
