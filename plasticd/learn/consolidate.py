@@ -20,7 +20,7 @@ Optimizer state after a merge is *rescaled deliberately*: first moments
 along the pre-merge trajectory and the weights just jumped; second moments
 (``exp_avg_sq``) are kept, because they measure the scale of the gradients,
 which a merge does not change, and zeroing them with Adam's step count intact
-would make the next update ~3x too large. The default plain SGD keeps no state.
+would make the next update ~3x too large. Plain SGD (no momentum) keeps no state.
 
 Drift: Page-Hinkley (``river.drift.PageHinkley``, mode "up") on the prequential
 0/1 error. river is imported only when ``merge.on_drift`` is set (it pulls in
