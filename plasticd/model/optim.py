@@ -1,6 +1,6 @@
 """The optimizer and the surgery its per-element state needs when connections change.
 
-Plain SGD (the default) is one multi-tensor update and keeps no state.
+Plain SGD is one multi-tensor update and keeps no state (Adam is the default: ``train.optimizer``).
 Adam, AdamW and SGD with momentum use torch.optim's fused implementations
 (one kernel per step on CPU and CUDA). Gradients are assigned by hand.
 Every change of the connection structure goes through ``reset_entries`` so a
