@@ -293,7 +293,7 @@ class Checkpointing:
             "checkpoint.failed", reason=reason, error=str(exc), folder=str(self.store.folder), failures=self.failures,
             retry_in_s=delay, pending_files=len(self.pending), no_space=short,
         )  # fmt: skip
-        if not short:
+        if not isinstance(exc, CheckpointNoSpaceError):
             self.stopping_failures += 1
             return
         # degrade: learn on, files wait, save as soon as the checkpoint fits (tick looks at the free space)
