@@ -132,7 +132,7 @@ def run_step_bench(settings: Settings, opts: StepBenchOptions) -> dict:
         _write_files(t / "small", small.x, small.y)
         print(f"plasticd bench step: {n} samples per run, {opts.rounds} round(s), one torch thread per contender")
         for r in range(opts.rounds):
-            jobs = {
+            jobs: dict[str, tuple[object, Settings, object]] = {
                 "mlp": (_mlp, base, arrays),
                 "engine": (_engine, base, arrays),
                 "ingest": (_ingest, base, "fashion"),
@@ -147,10 +147,11 @@ def run_step_bench(settings: Settings, opts: StepBenchOptions) -> dict:
                         folder = root / "todo"
                         folder.parent.mkdir()
                         (t / str(data)).rename(folder)
-                        rate = pool.submit(fn, s.model_dump_json(), str(folder), str(root)).result()
+                        rate = pool.submit(_ingest, s.model_dump_json(), str(folder), str(root)).result()
                         (root / "done").rename(t / str(data))  # the same files for the next round
                     else:
-                        rate = pool.submit(fn, s.model_dump_json(), str(data), min(100, n // 10)).result()
+                        learner = _mlp if fn is _mlp else _engine
+                        rate = pool.submit(learner, s.model_dump_json(), str(data), min(100, n // 10)).result()
                 rows.setdefault(name, []).append(rate)
             print(f"  round {r + 1}: " + ", ".join(f"{k} {v[-1]:.0f}/s" for k, v in rows.items()))
     ratios = {
