@@ -252,6 +252,35 @@ class GrowthSettings(_Section):
         return self
 
 
+class EvolutionSettings(_Section):
+    """A population of challengers that learn beside the champion; promotion only on evidence (plasticd/evolution/)."""
+
+    enabled: bool = Field(False, description="run challengers beside the champion at all (false: one network, as before)")
+    population: int = Field(3, ge=0, le=32, description="challengers P learning beside the champion")
+    budget: float = Field(
+        0.5, ge=0.0, le=4.0, description="challengers' work per sample, as a fraction of the champion's (sample leases)"
+    )
+    backlog_budget: float = Field(
+        0.4, ge=0.0, le=4.0, description="the budget's cap on full micro-batches (backlog), so throughput stays >= ~0.7x"
+    )
+    min_samples: int = Field(500, ge=1, description="labelled samples a challenger scores before it may be promoted or retired")
+    confidence: float = Field(
+        0.05, gt=0.0, lt=1.0, description="δ of the Hoeffding bounds: promote when challenger's upper < champion's lower"
+    )
+    cost_weight: float = Field(
+        1.0, ge=0.0, description="the champion rule's one knob: points of accuracy one halving of the work per sample is worth"
+    )
+    check_every: int = Field(250, ge=1, description="labelled samples between promotion, retirement and spawning checks")
+    ensemble: bool = Field(
+        False, description="predict by the front's accuracy-weighted vote instead of the champion alone (ARF-style)"
+    )
+    spawn_on_drift: bool = Field(True, description="a drift alarm of the champion starts a fresh challenger of its genome")
+    repair_every: int = Field(
+        2000, ge=0, description="labelled samples between neural-repair passes over every candidate (0: never)"
+    )
+    max_neurons: int = Field(800, ge=2, le=65536, description="largest N a genome may have")
+
+
 class RuntimeSettings(_Section):
     """Where and how the process computes."""
 
@@ -426,6 +455,7 @@ class Settings(BaseSettings):
     log: LogSettings = LogSettings()
     metrics: MetricsSettings = MetricsSettings()
     replicas: ReplicaSettings = ReplicaSettings()
+    evolution: EvolutionSettings = EvolutionSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -10,6 +10,7 @@ The rules are the ones docs/ARCHITECTURE.md states:
     data      built-in data: data, errors
     errors    a leaf
     service   never the benchmarks or the command line
+    evolution the population: evolution, learn, model, config, errors
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ ALLOWED = {
     "plasticd.samples": ("plasticd.samples", "plasticd.errors"),
     "plasticd.data": ("plasticd.data", "plasticd.errors"),
     "plasticd.errors": (),
+    "plasticd.evolution": ("plasticd.evolution", "plasticd.learn", "plasticd.model", "plasticd.config", "plasticd.errors"),
 }
 
 
