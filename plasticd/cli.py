@@ -47,7 +47,7 @@ def _settings_args(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--device", choices=["auto", "cpu", "cuda"], help="runtime.device (default auto: CUDA when present)")
     g.add_argument("--seed", type=int, help="runtime.seed (default 0)")
-    g.add_argument("--threads", type=int, help="runtime.threads: torch intra-op threads (default 0 = torch's choice)")
+    g.add_argument("--threads", type=int, help="runtime.threads: torch intra-op threads (default 1; 0 = torch's choice)")
     g.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="log.level (default info)")
     g.add_argument("--log-format", choices=["auto", "json", "console"], help="log.format (default auto)")
 

@@ -286,7 +286,12 @@ class RuntimeSettings(_Section):
 
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto picks CUDA when available")
     seed: int = Field(0, ge=0, description="seed for initialisation and stream order")
-    threads: int = Field(0, ge=0, description="torch intra-op threads (0: torch's default)")
+    threads: int = Field(
+        1,
+        ge=0,
+        description="torch intra-op threads (0: torch's default, one per core). 1 by default: a step over one sample or "
+        "a micro-batch is too small to share, and on a busy host an OpenMP pool per core ran 10-40x slower (bench step)",
+    )
 
 
 class PathSettings(_Section):
