@@ -396,7 +396,7 @@ class LogSettings(_Section):
 
 
 class MetricsSettings(_Section):
-    """Prometheus metrics over HTTP (/metrics, /healthz); off by default (plasticd/service/exporter.py)."""
+    """Prometheus metrics over HTTP (/metrics, /healthz); off by default (plasticd/service/prometheus.py)."""
 
     enabled: bool = Field(False, description="serve /metrics and /healthz while the worker loop runs (run, ingest)")
     host: str = Field(

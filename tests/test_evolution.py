@@ -15,7 +15,7 @@ from plasticd.evolution.population import PREFIX, Population
 from plasticd.evolution.promotion import Score, judge
 from plasticd.evolution.repair import diagnose, repair
 from plasticd.learn.engine import Engine
-from plasticd.service.checkpoints import CheckpointStore
+from plasticd.service.checkpoint_store import CheckpointStore
 
 torch.set_num_threads(1)
 

@@ -44,7 +44,7 @@ from plasticd.evolution.pareto import dominates, fronts
 from plasticd.evolution.promotion import Score, Verdict, cost_penalty, judge
 from plasticd.evolution.repair import repair
 from plasticd.learn.engine import Engine, StepResult, resolve_device
-from plasticd.learn.metrics import MetricsSnapshot
+from plasticd.learn.prequential import MetricsSnapshot
 from plasticd.learn.reports import DriftReport, Report
 
 MAX_AGE = 8  # a challenger is retired after MAX_AGE × min_samples scored samples without a promotion
