@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from plasticd.service.checkpoints import CheckpointStore
+from plasticd.service.checkpoint_store import CheckpointStore
 from tests.helpers import Daemon, drop, files_in, fill, sample_json, wait_until, write_config
 
 SIDECAR = ".error.json"

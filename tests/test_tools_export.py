@@ -15,7 +15,7 @@ from helpers import Daemon, drop, files_in, sample_json, wait_until, write_confi
 from safetensors import safe_open
 
 from plasticd.config import load_settings
-from plasticd.service.checkpoints import CheckpointStore
+from plasticd.service.checkpoint_store import CheckpointStore
 from plasticd.tools import loader
 from plasticd.tools.saved import engine_from
 

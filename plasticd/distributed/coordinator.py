@@ -51,7 +51,7 @@ from plasticd.distributed.clocks import agree
 from plasticd.distributed.group import Replica, ReplicaError
 from plasticd.distributed.structure import share
 from plasticd.log import get_logger
-from plasticd.service.checkpointing import Elsewhere
+from plasticd.service.checkpoint_policy import Elsewhere
 from plasticd.service.claims import Session
 from plasticd.service.pipeline import Outcome
 from plasticd.service.worker import WAIT_S, Worker

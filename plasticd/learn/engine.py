@@ -52,8 +52,8 @@ from plasticd.learn.drift import Alarm, DriftMonitor
 from plasticd.learn.growth_policy import (
     GrowthPolicy,
 )
-from plasticd.learn.metrics import MetricsSnapshot, PrequentialMetrics
 from plasticd.learn.persistence import Persisting, Savepoint
+from plasticd.learn.prequential import MetricsSnapshot, PrequentialMetrics
 from plasticd.learn.replication import Replicating
 from plasticd.learn.reports import DriftReport, MergeReport, Report
 from plasticd.learn.resizing import Resizing

@@ -28,17 +28,17 @@ from plasticd.config import Settings
 from plasticd.data.fashion_mnist import Split, load_split
 from plasticd.errors import ConfigError, DatasetError, ModelLockedError, PlasticdError, UsageError
 from plasticd.learn.engine import Engine
-from plasticd.learn.metrics import MetricsSnapshot
+from plasticd.learn.prequential import MetricsSnapshot
 from plasticd.log import get_logger
 from plasticd.samples import Limits
-from plasticd.service.checkpoints import CheckpointStore
+from plasticd.service.checkpoint_store import CheckpointStore
 from plasticd.service.claims import Claimer, WorkArea
-from plasticd.service.exporter import start_exporter
 from plasticd.service.feeds import FileFeed, StreamFeed
 from plasticd.service.messages import Wake
 from plasticd.service.notify import Notifier
 from plasticd.service.pipeline import Outcome, Pipeline
 from plasticd.service.predictions import PredictionWriter
+from plasticd.service.prometheus import start_exporter
 from plasticd.service.scheduler import MaintenanceScheduler
 from plasticd.service.sources import FolderSource, InboxSource, is_candidate
 from plasticd.service.worker import Worker

@@ -192,7 +192,7 @@ def rollback(settings: Settings, seq: int) -> RollbackResult | None:
 
     None when there is nothing to do: ``seq`` is the model the daemon resumes from already.
     """
-    from plasticd.service.checkpoints import CheckpointStore
+    from plasticd.service.checkpoint_store import CheckpointStore
     from plasticd.tools.saved import covered_claims
 
     infos = CheckpointStore(settings.paths.checkpoints).list()

@@ -18,7 +18,7 @@ import numpy as np
 
 from plasticd.config import Settings
 from plasticd.errors import CheckpointError, UsageError
-from plasticd.service.checkpoints import CheckpointInfo, CheckpointStore, LoadedCheckpoint
+from plasticd.service.checkpoint_store import CheckpointInfo, CheckpointStore, LoadedCheckpoint
 
 if TYPE_CHECKING:
     from plasticd.learn.engine import Engine
