@@ -11,7 +11,7 @@ from torch import Tensor
 from plasticd.config import Settings
 from plasticd.evolution.population import Population
 from plasticd.learn.engine import Engine, StepResult
-from plasticd.learn.metrics import MetricsSnapshot
+from plasticd.learn.prequential import MetricsSnapshot
 from plasticd.learn.reports import Report
 
 
