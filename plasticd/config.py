@@ -77,7 +77,7 @@ class EvolutionSettings(_Section):
         0.5, ge=0.0, le=4.0, description="challengers' work per sample, as a fraction of the champion's (sample leases)"
     )
     backlog_budget: float = Field(
-        0.4, ge=0.0, le=4.0, description="the budget's cap on full micro-batches (backlog), so throughput stays >= ~0.7x"
+        0.3, ge=0.0, le=4.0, description="the budget's cap on full micro-batches (backlog), so throughput stays >= ~0.75x"
     )
     min_samples: int = Field(500, ge=1, description="labelled samples a challenger scores before it may be promoted or retired")
     confidence: float = Field(
