@@ -21,7 +21,7 @@ from helpers import Daemon, drop, events_named, sample_json, small_settings, toy
 from plasticd import cli, log
 from plasticd.errors import CheckpointError, ConfigError
 from plasticd.learn.engine import Engine
-from plasticd.learn.growth_policy import PlateauDetector
+from plasticd.learn.plateau import PlateauDetector
 from plasticd.model.growth import remap
 from plasticd.service import heartbeat as heartbeat_module
 from plasticd.service.daemon import check_separate
