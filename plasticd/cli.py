@@ -115,7 +115,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     s = daemon.run_ingest(settings, args.folder, args.to, progress=not args.no_progress)
     acc = "-" if s.accuracy is None else f"{s.accuracy:.4f}"
     rate = s.files_processed / s.seconds if s.seconds > 0 else 0.0
-    print(
+    _print_answer(
         f"ingest {args.folder} -> {args.to}: this run processed {s.files_processed} files ({s.samples} samples, "
         f"{s.samples_labelled} labelled), failed {s.files_failed} (see {settings.paths.failed}), "
         f"prequential accuracy {acc} this run, {rate:.1f} files/s; the model has learned {s.samples_trained} samples in total"
@@ -131,6 +131,15 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         )
         return EXIT_ERROR
     return EXIT_OK
+
+
+def _print_answer(text: str) -> None:
+    """Print a command's answer; a reader that went away (``| head -1``) does not turn the work's outcome
+    into a failure: the exit code still says how the work went."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        _quiet_broken_stdout()
 
 
 def cmd_status(args: argparse.Namespace) -> int:
