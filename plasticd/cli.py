@@ -18,7 +18,7 @@ from typing import Any
 
 from plasticd import __version__
 from plasticd.bench import add_bench_group
-from plasticd.bench.common import positive_int
+from plasticd.commands import positive_int
 from plasticd.config import Settings, config_file_from_env, load_settings, parse_overrides
 from plasticd.errors import ConfigError, PlasticdError
 from plasticd.report import register as add_report_command

@@ -30,8 +30,29 @@ from plasticd.errors import ConfigError
 _TOML_FILE: contextvars.ContextVar[Path | None] = contextvars.ContextVar("plasticd_toml_file", default=None)
 
 
+# Settings that existed once: a config file that still sets one gets this reason instead of "extra field".
+_DRIFT_MOVED = (
+    "merge.on_drift now follows the one change detector on the prequential error (the [drift] section: "
+    "drift.detector, drift.delta, drift.min_samples); remove this line"
+)
+RETIRED: dict[tuple[str, str], str] = {
+    ("merge", "drift_threshold"): _DRIFT_MOVED,
+    ("merge", "drift_delta"): _DRIFT_MOVED,
+    ("merge", "drift_min_samples"): _DRIFT_MOVED,
+}
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_retired(cls, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            for (section, name), why in RETIRED.items():
+                if name in data and cls.__name__.lower() == f"{section}settings":
+                    raise ValueError(f"{section}.{name} was retired: {why}")
+        return data
 
 
 class ModelSettings(_Section):
@@ -167,10 +188,7 @@ class MergeSettings(_Section):
     )
     every_samples: int = Field(0, ge=0, description="also merge after this many labelled samples (0: not on a count)")
     on_idle: bool = Field(True, description="merge once per idle period (after daemon.idle_seconds without samples)")
-    on_drift: bool = Field(False, description="merge when Page-Hinkley on the prequential error fires (needs river)")
-    drift_threshold: float = Field(50.0, gt=0.0, description="Page-Hinkley alarm threshold λ on the cumulative error rise")
-    drift_delta: float = Field(0.005, ge=0.0, description="Page-Hinkley tolerated error rise per sample δ")
-    drift_min_samples: int = Field(30, ge=1, description="samples the detector sees before it may fire")
+    on_drift: bool = Field(False, description="merge on each alarm of the change detector (drift.detector): a task boundary")
 
 
 class ReplaySettings(_Section):
@@ -232,6 +250,35 @@ class GrowthSettings(_Section):
         if self.min_neurons > self.max_neurons:
             raise ValueError(f"min_neurons ({self.min_neurons}) exceeds max_neurons ({self.max_neurons})")
         return self
+
+
+class EvolutionSettings(_Section):
+    """A population of challengers that learn beside the champion; promotion only on evidence (plasticd/evolution/)."""
+
+    enabled: bool = Field(False, description="run challengers beside the champion at all (false: one network, as before)")
+    population: int = Field(3, ge=0, le=32, description="challengers P learning beside the champion")
+    budget: float = Field(
+        0.5, ge=0.0, le=4.0, description="challengers' work per sample, as a fraction of the champion's (sample leases)"
+    )
+    backlog_budget: float = Field(
+        0.4, ge=0.0, le=4.0, description="the budget's cap on full micro-batches (backlog), so throughput stays >= ~0.7x"
+    )
+    min_samples: int = Field(500, ge=1, description="labelled samples a challenger scores before it may be promoted or retired")
+    confidence: float = Field(
+        0.05, gt=0.0, lt=1.0, description="δ of the Hoeffding bounds: promote when challenger's upper < champion's lower"
+    )
+    cost_weight: float = Field(
+        1.0, ge=0.0, description="the champion rule's one knob: points of accuracy one halving of the work per sample is worth"
+    )
+    check_every: int = Field(250, ge=1, description="labelled samples between promotion, retirement and spawning checks")
+    ensemble: bool = Field(
+        False, description="predict by the front's accuracy-weighted vote instead of the champion alone (ARF-style)"
+    )
+    spawn_on_drift: bool = Field(True, description="a drift alarm of the champion starts a fresh challenger of its genome")
+    repair_every: int = Field(
+        2000, ge=0, description="labelled samples between neural-repair passes over every candidate (0: never)"
+    )
+    max_neurons: int = Field(800, ge=2, le=65536, description="largest N a genome may have")
 
 
 class RuntimeSettings(_Section):
@@ -408,6 +455,7 @@ class Settings(BaseSettings):
     log: LogSettings = LogSettings()
     metrics: MetricsSettings = MetricsSettings()
     replicas: ReplicaSettings = ReplicaSettings()
+    evolution: EvolutionSettings = EvolutionSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -496,6 +544,8 @@ def check_environment(environ: Mapping[str, str] | None = None) -> None:
             raise ConfigError(f"environment variable {key}: there is no settings section {section!r} ({hint})")
         annotation = sections[section].annotation
         fields = annotation.model_fields if isinstance(annotation, type) and issubclass(annotation, BaseModel) else {}
+        if len(parts) == 2 and (section, parts[1]) in RETIRED:
+            raise ConfigError(f"environment variable {key}: {section}.{parts[1]} was retired: {RETIRED[section, parts[1]]}")
         if len(parts) > 2 or (len(parts) == 2 and parts[1] not in fields):
             raise ConfigError(
                 f"environment variable {key}: section [{section}] has no field {'__'.join(parts[1:])!r} "

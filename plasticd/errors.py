@@ -35,6 +35,18 @@ class CheckpointError(PlasticdError):
     """A checkpoint cannot be written, read or verified."""
 
 
+class CheckpointNoSpaceError(CheckpointError):
+    """A checkpoint did not fit on its file system, even after the older checkpoints made room.
+
+    ``needed`` is the bytes the checkpoint needs (its tensors and record): the
+    daemon retries as soon as that much is free again.
+    """
+
+    def __init__(self, message: str, needed: int) -> None:
+        super().__init__(message)
+        self.needed = needed
+
+
 class NonFiniteError(PlasticdError):
     """A step would have made the network non-finite; nothing was changed."""
 

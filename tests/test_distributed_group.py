@@ -16,9 +16,9 @@ import torch
 from helpers import CONFIG, files_in, wait_until, work_files
 from test_distributed import REPLICAS, Group, drop_files, newest_checkpoint, statuses
 
-from plasticd.distributed.clocks import Marks
 from plasticd.distributed.launcher import worker_argv
 from plasticd.distributed.totals import ROW, Totals
+from plasticd.learn.replication import Counts
 from plasticd.report.journal import read_journal
 
 # nothing saved before the stop (no sample, timer or idle checkpoint): every claim is uncovered at a kill -9
@@ -70,7 +70,7 @@ def test_the_replicas_run_the_launchers_arguments_without_its_own() -> None:
 
 def test_group_totals_are_the_checkpoints_plus_every_replicas_own() -> None:
     totals = Totals(2, {"files_processed": 100, "files_failed": 2, "samples": 300})
-    marks = Marks(seen=300, labelled=200, correct=150, trained=200, steps=0, age=0, alarms=0)
+    marks = Counts(seen=300, labelled=200, correct=150, trained=200, steps=0, age=0, alarms=0, inputs=300)
     rows = torch.zeros((2, ROW), dtype=torch.float64)
     rows[0, :7] = torch.tensor([10, 1, 30, 30, 20, 10, 20], dtype=torch.float64)
     rows[1, :7] = torch.tensor([5, 0, 15, 15, 10, 10, 10], dtype=torch.float64)

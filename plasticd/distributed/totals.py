@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import torch
 
-from plasticd.distributed.clocks import Marks
+from plasticd.learn.replication import Counts
 from plasticd.service.worker import Worker
 
 COUNTERS = ("files_processed", "files_failed", "samples")  # since the group started
@@ -35,10 +35,10 @@ METRICS = ("seen", "labelled", "correct", "trained")  # since the last sync
 ROW = len(COUNTERS) + len(METRICS) + 2  # and the queue depth, files waiting for a checkpoint
 
 
-def row(worker: Worker, counters_at_start: dict[str, int], marks: Marks) -> torch.Tensor:
+def row(worker: Worker, counters_at_start: dict[str, int], marks: Counts) -> torch.Tensor:
     """This replica's row (float64: counts are exact below 2^53)."""
     now = worker.counters.as_dict()
-    m = worker.engine.metrics
+    m = worker.engine.counts()
     values = [now[k] - counters_at_start[k] for k in COUNTERS]
     values += [m.seen - marks.seen, m.labelled - marks.labelled, m.correct - marks.correct, m.trained - marks.trained]
     values += [worker.feed.backlog, worker.checkpoints.waiting]
@@ -52,9 +52,9 @@ class Totals:
         self.world_size = world_size
         self.counters_at_start = dict(counters_at_start)
         self.rows = torch.zeros((world_size, ROW), dtype=torch.float64)
-        self.marks: Marks | None = None
+        self.marks: Counts | None = None
 
-    def update(self, rows: torch.Tensor, marks: Marks) -> None:
+    def update(self, rows: torch.Tensor, marks: Counts) -> None:
         """Every replica's row (``(W, ROW)``, in rank order) and the counts agreed at the last sync."""
         self.rows, self.marks = rows.clone(), marks
 

@@ -24,6 +24,7 @@ never import it.
 
 from __future__ import annotations
 
+import copy
 import time
 from collections import deque
 from dataclasses import dataclass, replace
@@ -44,8 +45,10 @@ from plasticd.config import (
     TrainSettings,
 )
 from plasticd.errors import NonFiniteError
+from plasticd.learn import reaction, replication
 from plasticd.learn.average import AverageClock
 from plasticd.learn.choice import CopyChoice
+from plasticd.learn.configs import net_config, optim_config, plasticity_config, resolve_device
 from plasticd.learn.consolidate import Consolidator, merge_due
 from plasticd.learn.drift import Alarm, DriftMonitor
 from plasticd.learn.growth_policy import (
@@ -56,13 +59,13 @@ from plasticd.learn.growth_policy import (
     growth_check,
 )
 from plasticd.learn.metrics import MetricsSnapshot, PrequentialMetrics
+from plasticd.learn.replication import Counts, Folded, Structure
 from plasticd.learn.reports import DriftReport, GrowthReport, MergeReport, Report, RewireReport
-from plasticd.learn.state import EngineState, check_architecture, from_checkpoint, to_checkpoint, training_changes
+from plasticd.learn.state import EngineState, Predicting, check_architecture, from_checkpoint, to_checkpoint, training_changes
 from plasticd.model.buffer import RecentBuffer
 from plasticd.model.growth import gather_neurons
-from plasticd.model.normalize import InputNorm
+from plasticd.model.normalize import EPS, InputNorm
 from plasticd.model.optim import (
-    OptimConfig,
     build_optimizer,
     per_step,
     reset_entries,
@@ -71,7 +74,6 @@ from plasticd.model.optim import (
 from plasticd.model.plastic_net import (
     LIVE,
     NEURON_AXES,
-    NetConfig,
     Trace,
     all_finite,
     backward,
@@ -80,23 +82,25 @@ from plasticd.model.plastic_net import (
     init_params,
 )
 from plasticd.model.plasticity import (
-    PlasticityConfig,
     RewirePlan,
     UsageStats,
     plan_rewire,
 )
 from plasticd.model.replay import ReservoirBuffer
 
+__all__ = ["UNLABELLED", "Engine", "StepResult", "resolve_device"]
+
 UNLABELLED = -1
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` is CUDA when torch sees a GPU, else the CPU; ``cuda`` without a GPU is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("runtime.device is 'cuda' but torch sees no CUDA device (use 'auto' or 'cpu')")
-    return torch.device(name)
+@dataclass(frozen=True)
+class Savepoint:
+    """What ``Engine.restore`` returns the engine to (``Engine.savepoint``): in memory only, never a checkpoint."""
+
+    tensors: dict[str, Tensor]
+    meta: dict
+    drift: DriftMonitor  # the change detector itself (river's state), which a checkpoint can only rebuild
+    reports: int  # reports queued at the savepoint
 
 
 @dataclass(frozen=True)
@@ -108,35 +112,6 @@ class StepResult:
     loss: np.ndarray  # (B,) float32 prequential cross-entropy, NaN where unlabelled
     labels: np.ndarray  # (B,) int64, -1 where unlabelled
     trained: int  # labelled samples learned from in this step
-
-
-def net_config(m: ModelSettings) -> NetConfig:
-    return NetConfig(
-        input_dim=m.input_dim,
-        output_dim=m.num_classes,
-        neurons=m.neurons,
-        iterations=m.iterations,
-        sparsity=m.sparsity,
-        activation=m.activation,
-        recurrent_scale=m.recurrent_scale,
-    )
-
-
-def plasticity_config(p: PlasticitySettings) -> PlasticityConfig:
-    return PlasticityConfig(
-        prune_fraction=p.prune_fraction,
-        prune_score=p.prune_score,
-        regrow=p.regrow,
-        min_age=p.min_age,
-        min_sparsity=p.min_sparsity,
-        max_sparsity=p.max_sparsity,
-        stats_decay=p.stats_decay,
-    )
-
-
-def optim_config(t: TrainSettings, input_dim: int) -> OptimConfig:
-    lr = t.rate_for(input_dim)
-    return OptimConfig(kind=t.optimizer, lr=lr, betas=t.betas, momentum=t.momentum, weight_decay=t.weight_decay)
 
 
 class Engine:
@@ -285,12 +260,11 @@ class Engine:
         predicted, confidence, loss, by_copy = _prequential(pred_logits, labels, is_lab, scored)
         correct = predicted[is_lab] == labels[is_lab]
         self.metrics.update(correct, loss[is_lab], unlabelled=b - n_lab, trained=n_lab)
-        self.consolidator.observe(~correct)
         if by_copy is not None:
             self.choice.observe(by_copy[:, is_lab] == labels[is_lab])  # (S, n_lab)
         alarm = self.drift.observe((~correct).astype(np.float64), self.metrics.trained - n_lab)
         if alarm is not None:
-            self._adapt(alarm)
+            self.react("local", alarm)
         if plasticity:
             self._maintain()
         return StepResult(predicted=predicted, confidence=confidence, loss=loss, labels=labels, trained=n_lab)
@@ -326,28 +300,142 @@ class Engine:
         if self.avg is not None and weight is not None:
             torch._foreach_lerp_(list(self.avg.values()), list(self.live.values()), weight)
 
-    def _adapt(self, alarm: Alarm) -> None:
-        """React to a detected change: restart the average from the live weights, re-arm growth (drift.*)."""
-        actions = []
-        if self.drift_settings.reset_average and self.avg is not None:
-            torch._foreach_copy_(list(self.avg.values()), list(self.live.values()))
-            self.clock.restart()
-            self.choice.level()
-            actions.append("average_reset")
-        if self.drift_settings.rearm_growth and self.growth.rearm():
-            actions.append("growth_rearmed")
-        self._reports.append(
-            DriftReport(
-                detector=alarm.detector, trained=alarm.trained, error_recent=alarm.error_recent,
-                error_before=alarm.error_before, since_last=alarm.since_last, actions=tuple(actions),
-            )
+    def react(self, origin: str = "local", alarm: Alarm | None = None) -> DriftReport:
+        """A change of the concept: apply the drift reaction table (reaction.py) and queue its ``DriftReport``.
+
+        ``origin="local"``: this engine's detector raised ``alarm``; ``"group"``: a replica's did since the last
+        agreement (``fold``), and the evidence is the group's window.
+        """
+        d = self.drift
+        parts = reaction.Parts(self.live, self.avg, self.clock, self.choice, self.growth, self.consolidator)
+        actions = reaction.react(self.drift_settings, self.consolidator.settings, parts)
+        if alarm is None:
+            recent = self.metrics.recent_correct(min(self.metrics.window, 200))
+            error = round(float(1.0 - recent.mean()), 4) if recent.size else 0.0
+            alarm = Alarm(self.drift_settings.detector, d.last_alarm_at, error, None, self.metrics.trained - d.last_alarm_at)
+        report = DriftReport(
+            detector=alarm.detector, trained=alarm.trained, error_recent=alarm.error_recent,
+            error_before=alarm.error_before, since_last=alarm.since_last, actions=actions, origin=origin,
         )  # fmt: skip
+        self._reports.append(report)
+        return report
 
     def take_reports(self) -> list[Report]:
         """The maintenance reports (rewire, growth, merge) since the last call, oldest first."""
         reports = list(self._reports)
         self._reports.clear()
         return reports
+
+    # --------------------------------------------------------------- replication
+
+    def counts(self) -> Counts:
+        """Every count the engine keeps in learned samples, now (what ``news`` and ``fold`` measure from)."""
+        m = self.metrics
+        return Counts(m.seen, m.labelled, m.correct, m.trained, self.steps, self.clock.age, self.drift.alarms, self.norm.count)
+
+    def news(self, since: Counts) -> dict:
+        """What this engine learned since ``since``, as plain data for the other replicas (replication.py)."""
+        return replication.news(
+            self.metrics, since, self.counts(), self.clock.pending, self.drift.last_alarm_at, self.choice.state_dict()
+        )
+
+    def fold(self, everyone: list[dict], rank: int, since: Counts) -> Folded:
+        """Make every count the group's: ``everyone``'s ``news`` (this engine's at ``rank``) folded in from ``since``.
+
+        Metrics (window: own outcomes first, then the others' in rank order), optimizer steps (Adam's too), the
+        average's clock (age summed, pending the largest), the copy choice (mean score); when any replica alarmed,
+        the alarm count and last alarm become the group's, the reaction table is applied (``react("group")``) and
+        the detector rebuilt from the group's window, so no replica alarms again for that change.
+        """
+        others = [o for r, o in enumerate(everyone) if r != rank]
+        for other in others:
+            replication.fold_metrics(self.metrics, other)
+        more_steps = sum(o["steps"] for o in others)
+        self.steps += more_steps
+        replication.add_steps(self.optimizer, self.live, more_steps)
+        self.clock.age = since.age + sum(o["age"] for o in everyone)
+        self.clock.pending = max(o["pending"] for o in everyone)
+        if self.choice.enabled:
+            self.choice.load_state_dict(np.mean([o["choice"] for o in everyone], axis=0))
+        alarms = sum(o["alarms"] for o in everyone)
+        reacted = False
+        if alarms:
+            d = self.drift
+            d.alarms = since.alarms + alarms
+            d.last_alarm_at = max(o["last_alarm_at"] for o in everyone)
+            reacted = bool(self.react("group").actions)
+            d.rebuild(1.0 - self.metrics.recent_correct(self.metrics.window), self.metrics.trained - d.last_alarm_at)
+        return Folded(trained=sum(o["trained"] for o in others), alarms=alarms, reacted=reacted)
+
+    def _shared(self) -> list[Tensor]:
+        return replication.weights(self.theta) + replication.moments(self.optimizer, self.optim_config.kind, self.live)
+
+    def payload(self, device: torch.device) -> Tensor:
+        """Every weight copy, the optimizer's moments of the live weights and the scaler's mean and second moment,
+        as one flat float32 buffer on ``device`` (moments are made, as zeros, where the optimizer has not stepped)."""
+        norm = self.norm
+        return replication.flat([*self._shared(), norm.mean, norm.var + norm.mean * norm.mean], device)
+
+    def combine(self, summed: Tensor, world_size: int, since: Tensor | None, inputs: int) -> None:
+        """Take the group's sum of ``payload`` buffers: weights ``since`` plus every change (None: the mean), the
+        moments and scaler statistics averaged, the scaler's sample count ``inputs``."""
+        n_weights = sum(t.numel() for t in self.theta.values())
+        replication.combine(summed, self._shared(), n_weights, self.norm.mean, self.norm.var, world_size, since)
+        self.norm.count = inputs
+
+    def flat_weights(self, device: torch.device) -> Tensor:
+        """The weights (every copy) as one flat float32 buffer (what ``combine`` measures changes from)."""
+        return replication.flat(replication.weights(self.theta), device)
+
+    def structure(self) -> tuple[Structure, list[Tensor]]:
+        """The network as replicas that did not maintain it need it: sizes and ids, and two flat buffers
+        (weights of every copy then the live weights' optimizer state, float32; the mask, uint8)."""
+        slots = replication.slots_of(self.optimizer, self.live)
+        head = Structure(
+            {k: tuple(v.shape) for k, v in self.theta.items()}, self.neuron_ids.tolist(), self.neuron_born.tolist(),
+            self.next_neuron_id, slots,
+        )  # fmt: skip
+        floats = replication.flat(
+            replication.weights(self.theta) + replication.slot_tensors(self.optimizer, self.live, slots), self.device
+        )
+        return head, [floats, self.mask.to(torch.uint8)]
+
+    def adopt(self, head: Structure, tensors: list[Tensor]) -> None:
+        """Become the network ``structure()`` handed out: a new mask of the same size as a rewiring plan
+        (``apply_rewire``), a new size through ``resize`` with each neuron's old position found by id; then the
+        ids, birth times and the optimizer state of the live weights."""
+        floats, mask = tensors[0].to(self.device), tensors[1].to(self.device, torch.bool)
+        theta, offset = {}, 0
+        for k in sorted(head.shapes):
+            size = int(torch.Size(head.shapes[k]).numel())
+            theta[k] = floats[offset : offset + size].view(head.shapes[k]).clone()
+            offset += size
+        ids = torch.tensor(head.neuron_ids, dtype=torch.int64)
+        if mask.shape == self.mask.shape and torch.equal(ids, self.neuron_ids):
+            before, after = self.mask.reshape(-1), mask.reshape(-1)
+            prune = torch.nonzero(before & ~after).flatten()
+            grow = torch.nonzero(after & ~before).flatten()
+            if prune.numel() or grow.numel():
+                self.apply_rewire(RewirePlan(prune=prune, grow=grow, active_before=int(before.sum()), eligible=0))
+            for k, v in self.theta.items():
+                v.copy_(theta[k])
+        else:
+            where = {nid: i for i, nid in enumerate(self.neuron_ids.tolist())}
+            self.resize(theta, mask, torch.tensor([where.get(nid, -1) for nid in head.neuron_ids], dtype=torch.int64))
+        self.neuron_ids = ids
+        self.neuron_born = torch.tensor(head.neuron_born, dtype=torch.int64)
+        self.next_neuron_id = head.next_neuron_id
+        replication.write_slots(self.optimizer, self.live, head.slots, floats[offset:])
+
+    def digest(self) -> str:
+        """A SHA-256 of the weights, optimizer state, mask, input statistics and sample clocks: equal on replicas
+        that agree."""
+        slots = [v for name in sorted(self.live) for _, v in sorted(self.optimizer.state.get(self.live[name], {}).items())]
+        tensors = [*replication.weights(self.theta), *slots, self.mask, self.norm.mean, self.norm.var]
+        m = self.metrics
+        return replication.digest(
+            tensors, (m.seen, m.labelled, m.correct, m.trained, self.steps, self.clock.age, self.drift.alarms)
+        )
 
     def _with_replay(
         self, xn: Tensor, labels: np.ndarray, is_lab: np.ndarray, n_lab: int
@@ -402,6 +490,17 @@ class Engine:
                 for i in range(0, x.shape[0], batch_size)
             ]
         return torch.cat(out) if out else torch.empty((0, self.cfg.output_dim), device=self.device)
+
+    def predicting(self) -> Predicting:
+        """A CPU copy of the weights that predict now (the chosen copy), the mask and the input scaler."""
+        chosen, cfg, norm = self.choice.chosen(), self.cfg, self.norm
+        cpu = {k: v[chosen].detach().float().cpu().contiguous() for k, v in self.theta.items()}
+        mean, var = (norm.mean.float().cpu().contiguous(), norm.var.float().cpu().contiguous()) if norm.enabled else (None, None)
+        copy_name = "average" if self.copies > 1 and chosen == self.copies - 1 else "live"
+        return Predicting(
+            cpu, self.mask.cpu().contiguous(), mean, var, EPS, copy_name, cfg.input_dim, cfg.output_dim, cfg.neurons,
+            cfg.iterations, cfg.activation, self.metrics.seen,
+        )  # fmt: skip
 
     def evaluate(self, x: Tensor, y: Tensor, batch_size: int = 4096) -> float:
         """Accuracy on a held-out set; changes no state."""
@@ -596,6 +695,12 @@ class Engine:
             tensors, meta, input_dim=self.cfg.input_dim, output_dim=self.cfg.output_dim,
             copies=self.copies, optimizer=self.train_settings.optimizer, device=self.device,
         )  # fmt: skip
+        self._load(s)
+        return changes
+
+    def _load(self, s: EngineState, drift: DriftMonitor | None = None) -> None:
+        """Install a parsed state: every part, then the weights through ``_install``, then the drift monitor
+        (``drift``: that monitor as it is; None: rebuilt from the metrics window, as after a restart)."""
         n = s.mask.shape[0]
         self.norm.load_state_dict(s.norm)
         self.stats = UsageStats(n, device=self.device)
@@ -615,11 +720,34 @@ class Engine:
         self.clock.load_state_dict(s.average)
         if s.choice is not None:
             self.choice.load_state_dict(s.choice.numpy())
+        if drift is not None:
+            self.drift = drift
+            return
         self.drift.load_state_dict(s.drift)
         self.drift.rebuild(
             1.0 - self.metrics.recent_correct(self.metrics.window), self.metrics.trained - self.drift.last_alarm_at
         )
-        return changes
+
+    def savepoint(self) -> Savepoint:
+        """Everything ``restore`` needs to undo what happens after this call (a big file's steps, all or none)."""
+        tensors, meta = self.state()
+        return Savepoint(
+            {k: v.clone() for k, v in tensors.items()}, copy.deepcopy(meta), copy.deepcopy(self.drift), len(self._reports)
+        )
+
+    def restore(self, point: Savepoint) -> None:
+        """Back to ``point``, exactly: every tensor and counter, the change detector as it was (not rebuilt), and
+        the reports queued since dropped (what they reported was undone). ``point`` stays usable."""
+        tensors = {k: v.clone() for k, v in point.tensors.items()}
+        self._load(
+            from_checkpoint(
+                tensors, copy.deepcopy(point.meta), input_dim=self.cfg.input_dim, output_dim=self.cfg.output_dim,
+                copies=self.copies, optimizer=self.train_settings.optimizer, device=self.device,
+            ),
+            drift=copy.deepcopy(point.drift),
+        )  # fmt: skip
+        while len(self._reports) > point.reports:
+            self._reports.pop()
 
     # ------------------------------------------------------------------- reports
 

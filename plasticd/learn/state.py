@@ -26,6 +26,24 @@ from plasticd.model.plastic_net import PARAM_NAMES
 
 
 @dataclass(frozen=True)
+class Predicting:
+    """The copy the engine predicts with, on the CPU (what ``plasticd export`` writes): no optimizer, no history."""
+
+    theta: dict[str, Tensor]  # each without the copy axis, float32
+    mask: Tensor  # (N, N) bool
+    norm_mean: Tensor | None  # (D,) float32; None: inputs are not standardised
+    norm_var: Tensor | None
+    norm_eps: float
+    copy: str  # "average" or "live"
+    input_dim: int
+    output_dim: int
+    neurons: int
+    iterations: int
+    activation: str
+    samples_seen: int
+
+
+@dataclass(frozen=True)
 class EngineState:
     """Everything needed to resume an engine exactly, by part (each part as its component's state dict)."""
 

@@ -168,6 +168,11 @@ def _limits(settings: Settings) -> Limits:
 
 
 def _common(settings: Settings) -> tuple[Engine, CheckpointStore, PredictionWriter]:
+    if settings.evolution.enabled:
+        raise ConfigError(
+            "evolution.enabled = true: the population runs in process only so far (plasticd bench evolve); "
+            "the daemon learns one network: set evolution.enabled = false"
+        )
     engine = Engine.from_settings(settings)
     store = CheckpointStore(settings.paths.checkpoints, keep=settings.checkpoint.keep)
     predictions = PredictionWriter(settings.paths.state / PREDICTIONS_FILE)

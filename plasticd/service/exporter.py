@@ -242,7 +242,7 @@ class Exporter:
             self.maintenance.labels(kind="merge", result=result).inc()
         elif isinstance(report, DriftReport):
             self.drift_events.inc()
-            self.maintenance.labels(kind="drift", result="detected").inc()
+            self.maintenance.labels(kind="drift", result="detected" if report.origin == "local" else "group").inc()
 
     def observe_checkpoint(self, info: CheckpointInfo | None, seconds: float) -> None:
         self.checkpoint_failing.set(self.worker.checkpoints.failures)

@@ -206,7 +206,7 @@ class Worker:
         with self.checkpoints.guard("the pipeline"):
             outcome = self.pipeline.process(items)
         self.batch_seconds = time.perf_counter() - started
-        self._log_reports()
+        self.log_reports()
         self.checkpoints.trained([item.claim for item in outcome.done if item.claim is not None])
         self.counters.files_processed += outcome.files_processed
         self.counters.files_failed += self.pipeline.quarantine.take_done()
@@ -239,7 +239,7 @@ class Worker:
             self.heartbeat.set_state(State.MAINTAINING)
             with self.checkpoints.guard("growth"):
                 self.engine.grow(message.reason)
-        self._log_reports()
+        self.log_reports()
 
     def _between_chunks(self) -> bool:
         """Between two steps of a large file: the log reopen, a heartbeat (status, WATCHDOG=1); True to stop."""
@@ -268,10 +268,13 @@ class Worker:
             return
         self.handle(message)
 
-    def _log_reports(self) -> None:
-        """Log the maintenance the engine did (rewiring, growth, merges); a change wants a checkpoint."""
-        for report in self.engine.take_reports():
+    def log_reports(self) -> list[Report]:
+        """Log the maintenance the engine did (rewiring, growth, merges, drift reactions), hand each to the
+        ``on_report`` hooks; a change wants a checkpoint. Returns the reports."""
+        reports = self.engine.take_reports()
+        for report in reports:
             log_report(self.log, report)
             for hook in self.on_report:
                 hook(report)
             self.activity.unsaved_changes = self.activity.unsaved_changes or report.changed
+        return reports

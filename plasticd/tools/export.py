@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from plasticd.bench.common import SubParsers
+from plasticd.commands import SubParsers
 from plasticd.config import Settings
 from plasticd.errors import PlasticdError
 
@@ -65,34 +65,25 @@ def export(engine: Engine, out: Path, source: dict) -> dict:
     """Write ``engine``'s predicting copy to ``out`` atomically (temp file, fsync, rename); returns the header."""
     from safetensors.torch import save
 
-    from plasticd.model.normalize import EPS
     from plasticd.tools import loader
 
-    chosen = engine.choice.chosen()
-    tensors = {k: v[chosen].detach().float().cpu().contiguous() for k, v in engine.theta.items()}
-    tensors["mask"] = engine.mask.cpu().contiguous()
-    norm = engine.norm
-    if norm.enabled:
-        tensors["norm.mean"] = norm.mean.float().cpu().contiguous()
-        tensors["norm.var"] = norm.var.float().cpu().contiguous()
-
-    cfg = engine.cfg
+    model = engine.predicting()
+    tensors = dict(model.theta, mask=model.mask)
+    if model.norm_mean is not None and model.norm_var is not None:
+        tensors["norm.mean"] = model.norm_mean
+        tensors["norm.var"] = model.norm_var
     header = {
         "format": loader.FORMAT,
         "version": loader.VERSION,
         "architecture": {
-            "input_dim": cfg.input_dim,
-            "classes": cfg.output_dim,
-            "neurons": cfg.neurons,
-            "iterations": cfg.iterations,
-            "activation": cfg.activation,
+            "input_dim": model.input_dim,
+            "classes": model.output_dim,
+            "neurons": model.neurons,
+            "iterations": model.iterations,
+            "activation": model.activation,
         },
-        "normalization": {"kind": "standardize", "eps": EPS} if norm.enabled else {"kind": "none"},
-        "source": {
-            **source,
-            "samples_seen": engine.metrics.seen,
-            "copy": "average" if engine.copies > 1 and chosen == engine.copies - 1 else "live",
-        },
+        "normalization": {"kind": "standardize", "eps": model.norm_eps} if model.norm_mean is not None else {"kind": "none"},
+        "source": {**source, "samples_seen": model.samples_seen, "copy": model.copy},
     }
     payload = save(tensors, metadata={loader.HEADER_KEY: json.dumps(header)})
     out.parent.mkdir(parents=True, exist_ok=True)

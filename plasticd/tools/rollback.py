@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from plasticd.bench.common import SubParsers
+from plasticd.commands import SubParsers
 from plasticd.config import Settings
 from plasticd.errors import CheckpointError, ModelLockedError
 
