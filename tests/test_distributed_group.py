@@ -125,7 +125,7 @@ def test_sigterm_through_the_launcher_exits_0_with_json_only_stderr_and_the_grou
     assert sum(r["files_processed"] for r in status["replicas"]) == 80
     assert all(r["files_processed"] > 0 for r in status["replicas"])  # both worked, each labelled with its rank
     stopped = group.events("daemon.stopped")
-    assert len(stopped) == 2 and {e["files_processed"] for e in stopped} == {80}  # the group's, in both
+    assert len(stopped) == 2 and {e["files_processed"] for e in stopped} == {80}, group.tail(80)  # the group's, in both
     assert sorted(e["replica"]["rank"] for e in stopped) == [0, 1]
     assert sum(e["replica"]["files_processed"] for e in stopped) == 80
     records = _journals(tmp_path)

@@ -50,6 +50,7 @@ from plasticd.distributed import requeue
 from plasticd.distributed.averaging import average, digest, flat_weights
 from plasticd.distributed.clocks import agree
 from plasticd.distributed.group import Replica, ReplicaError
+from plasticd.distributed.outer import OuterOptimizer
 from plasticd.distributed.structure import share
 from plasticd.distributed.totals import Totals, row
 from plasticd.log import get_logger
@@ -96,6 +97,8 @@ class Coordinator:
         worker.on_batch.append(self.on_batch)
         worker.pipeline.plasticity = False  # no replica rewires, grows or merges on its own: masks stay identical
         worker.pipeline.replica = (replica.rank, replica.world_size)  # journal seq unique across the group
+        r = settings.replicas
+        self.outer = OuterOptimizer(r.outer_lr, r.outer_momentum) if r.combine == "outer" else None
         worker.checkpoints.held = f"replica {replica.rank} of {replica.world_size}: rank 0 saves at the group's barriers"
 
     def on_batch(self, outcome: Outcome) -> None:
@@ -240,7 +243,10 @@ class Coordinator:
         w = self.worker
         e = w.engine
         started = time.perf_counter()
-        averaged = average(e, self.replica.world_size, self.norm_count_at_sync, self.comm_device, self.since)
+        if self.outer is not None and self.since is not None:
+            averaged = self.outer.average(e, self.replica.world_size, self.norm_count_at_sync, self.comm_device, self.since)
+        else:
+            averaged = average(e, self.replica.world_size, self.norm_count_at_sync, self.comm_device, self.since)
         clocks = agree(e, self.replica.rank, self.replica.world_size, self.marks)
         if clocks.alarms:
             self.log.info("replicas.drift", rank=self.replica.rank, alarms=clocks.alarms, reacted=clocks.reacted)
@@ -321,7 +327,8 @@ class Coordinator:
 
     def _agreed(self) -> torch.Tensor | None:
         """The weights the next sync measures changes from (``replicas.combine = "sum"``), or None (the mean)."""
-        return flat_weights(self.worker.engine, self.comm_device) if self.settings.replicas.combine == "sum" else None
+        wanted = self.settings.replicas.combine in ("sum", "outer")
+        return flat_weights(self.worker.engine, self.comm_device) if wanted else None
 
     def _publish(self) -> None:
         f = self.facts
