@@ -286,7 +286,8 @@ def register(subparsers: SubParsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "scale",
         help="replicas: 1 against 2 on the same Fashion-MNIST files through the real inbox; sync cost against N",
-        description="Run real replica groups (plasticd run --replicas, gloo, 1 torch thread and, cores allowing, 1 pinned core each) over the same Fashion-MNIST files: "
+        description="Run real replica groups (plasticd run --replicas, gloo, 1 torch thread and, cores allowing, 1 pinned core "
+        "each) over the same Fashion-MNIST files: "
         "files/s, prequential and test accuracy, bytes and ms per sync; then the weights' all_reduce alone for "
         "networks of --sizes neurons.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
