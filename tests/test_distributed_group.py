@@ -98,6 +98,23 @@ def test_report_reads_every_replicas_journal_on_the_groups_sample_axis(tmp_path:
     assert int(bins.count.sum()) == 100 and bins.used * bins.width <= 64  # on samples 0..49, not seq 0..99
 
 
+def test_the_outer_step_is_nesterov_momentum_on_the_averaged_change() -> None:
+    from plasticd.distributed.outer import OuterOptimizer
+
+    since, mean = torch.tensor([1.0, 2.0, 0.0]), torch.tensor([0.5, 2.5, 0.0])
+    assert torch.equal(OuterOptimizer(lr=1.0, momentum=0.0).step(since, mean), mean)  # the plain mean (local SGD)
+    outer = OuterOptimizer(lr=0.5, momentum=0.9)
+    first = outer.step(since, mean)
+    g = since - mean
+    assert torch.allclose(first, since - 0.5 * (g + 0.9 * g))  # m = g after one step
+    second = outer.step(first, first - g)  # the same change again: the momentum grows
+    m = 0.9 * g + g
+    assert torch.allclose(second, first - 0.5 * (g + 0.9 * m))
+    assert second[2] == 0.0 and outer.buffer is not None and outer.buffer[2] == 0.0  # unchanged (masked) stays 0
+    outer.step(torch.zeros(5), torch.zeros(5))  # the network changed size: the momentum starts again
+    assert outer.buffer.shape == (5,) and not outer.buffer.any()
+
+
 # ------------------------------------------------------------------ real groups
 
 
