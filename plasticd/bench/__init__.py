@@ -20,7 +20,8 @@ from collections.abc import Callable
 
 from plasticd.bench.common import SubParsers
 
-BENCHMARKS = ("learn", "daemon", "growth", "continual", "drift", "detectors", "scale")  # modules of this package, in --help order
+# modules of this package, in --help order
+BENCHMARKS = ("learn", "step", "daemon", "growth", "continual", "drift", "detectors", "scale", "evolve")
 
 _OLD_FLAGS = {"--daemon": "daemon", "--growth": "growth", "--continual": "continual"}
 

@@ -90,7 +90,7 @@ def _run_contender(name: str, settings_json: str, opts: BenchOptions) -> Contend
     from plasticd.data.fashion_mnist import load_split
     from plasticd.data.stream import stream_batches
     from plasticd.learn.engine import Engine
-    from plasticd.learn.metrics import PrequentialMetrics
+    from plasticd.learn.prequential import PrequentialMetrics
 
     settings = Settings.model_validate_json(settings_json)
     if settings.runtime.threads:

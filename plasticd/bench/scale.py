@@ -132,7 +132,7 @@ def _one_run(
 
     from plasticd.data.fashion_mnist import load_split
     from plasticd.learn.engine import Engine
-    from plasticd.service.checkpoints import CheckpointStore
+    from plasticd.service.checkpoint_store import CheckpointStore
 
     root = work / f"replicas-{replicas}-h{sync_samples}-{combine}"
     shutil.copytree(staging, root / "data_inbox")

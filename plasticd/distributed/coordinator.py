@@ -54,7 +54,7 @@ from plasticd.distributed.outer import OuterOptimizer
 from plasticd.distributed.structure import share
 from plasticd.distributed.totals import Totals, row
 from plasticd.log import get_logger
-from plasticd.service.checkpointing import Elsewhere
+from plasticd.service.checkpoint_policy import Elsewhere
 from plasticd.service.claims import Session
 from plasticd.service.pipeline import Outcome
 from plasticd.service.worker import WAIT_S, Worker

@@ -37,14 +37,14 @@ from torch import Tensor
 
 from plasticd.config import Settings
 from plasticd.errors import NonFiniteError
-from plasticd.evolution.budget import Budget, active_parameters, work_per_sample
+from plasticd.evolution.budget import Budget, active_parameters, step_cost, work_per_sample
 from plasticd.evolution.genome import Genome
 from plasticd.evolution.mutation import crossover, mutate, spawn
 from plasticd.evolution.pareto import dominates, fronts
 from plasticd.evolution.promotion import Score, Verdict, cost_penalty, judge
 from plasticd.evolution.repair import repair
 from plasticd.learn.engine import Engine, StepResult, resolve_device
-from plasticd.learn.metrics import MetricsSnapshot
+from plasticd.learn.prequential import MetricsSnapshot
 from plasticd.learn.reports import DriftReport, Report
 
 MAX_AGE = 8  # a challenger is retired after MAX_AGE × min_samples scored samples without a promotion
@@ -111,6 +111,8 @@ class Population:
         self.checked_at = 0
         self.repaired_at = 0
         self.promotions = 0
+        # measured wall time (reported, never decided on): champion steps; challenger steps; challengers + checks + repair
+        self.seconds = {"champion": 0.0, "challengers": 0.0, "evolution": 0.0}
         self._reports: deque[Report] = deque(maxlen=1024)
         self._events: deque[EvolutionEvent] = deque(maxlen=1024)
         champion.refresh()
@@ -130,7 +132,10 @@ class Population:
     @torch.no_grad()
     def step(self, x: Tensor, y: np.ndarray | Tensor, plasticity: bool = True) -> StepResult:
         """The champion's step, then the challengers' within the budget; the champion's (or the front's) prediction."""
+        t_start = time.perf_counter()
         result = self.champion.step(x, y, plasticity)
+        t_champion = time.perf_counter()
+        self.seconds["champion"] += t_champion - t_start
         new = self.champion.take_reports()
         self._reports.extend(new)
         labels, n_lab = result.labels, result.trained
@@ -138,7 +143,7 @@ class Population:
             return result
         is_lab = labels >= 0
         champion_wrong = int(np.count_nonzero(result.predicted[is_lab] != labels[is_lab]))
-        self.budget.grant(self.candidates[0].work * n_lab, len(labels))
+        self.budget.grant(step_cost(self.candidates[0].work, len(labels)), len(labels))
         votes = [(result.predicted, self._weight(self.candidates[0]))] if self.ev.ensemble else []
         failed: list[Candidate] = []
         slots = self.challengers
@@ -153,7 +158,7 @@ class Population:
                 failed.append(c)
                 continue
             finally:
-                self.budget.pay(c.work * n_lab, slot, len(slots))
+                self.budget.pay(step_cost(c.work, len(labels)), slot, len(slots))
             us = (time.perf_counter() - t0) * 1e6 / len(labels)
             c.us_per_sample = us if c.us_per_sample == 0.0 else 0.9 * c.us_per_sample + 0.1 * us
             c.engine.take_reports()  # a challenger's maintenance is its own business
@@ -163,6 +168,7 @@ class Population:
                 votes.append((r.predicted, self._weight(c)))
         for c in failed:
             self._retire(c, "non_finite")
+        self.seconds["challengers"] += time.perf_counter() - t_champion
         self.trained += n_lab
         if self.ev.spawn_on_drift and any(isinstance(r, DriftReport) for r in new) and self.ev.population:
             self._spawn_at_drift()
@@ -170,6 +176,7 @@ class Population:
             self.check()
         if self.ev.repair_every and self.trained - self.repaired_at >= self.ev.repair_every:
             self.repair()
+        self.seconds["evolution"] += time.perf_counter() - t_champion
         return self._vote(result, votes) if len(votes) > 1 else result
 
     def _weight(self, c: Candidate) -> float:

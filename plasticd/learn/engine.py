@@ -24,8 +24,6 @@ never import it.
 
 from __future__ import annotations
 
-import copy
-import time
 from collections import deque
 from dataclasses import dataclass, replace
 from typing import Any
@@ -45,7 +43,7 @@ from plasticd.config import (
     TrainSettings,
 )
 from plasticd.errors import NonFiniteError
-from plasticd.learn import reaction, replication
+from plasticd.learn import reaction
 from plasticd.learn.average import AverageClock
 from plasticd.learn.choice import CopyChoice
 from plasticd.learn.configs import net_config, optim_config, plasticity_config, resolve_device
@@ -53,27 +51,23 @@ from plasticd.learn.consolidate import Consolidator, merge_due
 from plasticd.learn.drift import Alarm, DriftMonitor
 from plasticd.learn.growth_policy import (
     GrowthPolicy,
-    Network,
-    Samples,
-    grow_neurons,
-    growth_check,
 )
-from plasticd.learn.metrics import MetricsSnapshot, PrequentialMetrics
-from plasticd.learn.replication import Counts, Folded, Structure
-from plasticd.learn.reports import DriftReport, GrowthReport, MergeReport, Report, RewireReport
-from plasticd.learn.state import EngineState, Predicting, check_architecture, from_checkpoint, to_checkpoint, training_changes
+from plasticd.learn.persistence import Persisting, Savepoint
+from plasticd.learn.prequential import MetricsSnapshot, PrequentialMetrics
+from plasticd.learn.replication import Replicating
+from plasticd.learn.reports import DriftReport, MergeReport, Report
+from plasticd.learn.resizing import Resizing
+from plasticd.learn.rewiring import Rewiring
+from plasticd.learn.state import Predicting
 from plasticd.model.buffer import RecentBuffer
-from plasticd.model.growth import gather_neurons
 from plasticd.model.normalize import EPS, InputNorm
 from plasticd.model.optim import (
     build_optimizer,
     per_step,
-    reset_entries,
     zero_first_moments,
 )
 from plasticd.model.plastic_net import (
     LIVE,
-    NEURON_AXES,
     Trace,
     all_finite,
     backward,
@@ -82,25 +76,13 @@ from plasticd.model.plastic_net import (
     init_params,
 )
 from plasticd.model.plasticity import (
-    RewirePlan,
     UsageStats,
-    plan_rewire,
 )
 from plasticd.model.replay import ReservoirBuffer
 
-__all__ = ["UNLABELLED", "Engine", "StepResult", "resolve_device"]
+__all__ = ["UNLABELLED", "Engine", "Savepoint", "StepResult", "resolve_device"]
 
 UNLABELLED = -1
-
-
-@dataclass(frozen=True)
-class Savepoint:
-    """What ``Engine.restore`` returns the engine to (``Engine.savepoint``): in memory only, never a checkpoint."""
-
-    tensors: dict[str, Tensor]
-    meta: dict
-    drift: DriftMonitor  # the change detector itself (river's state), which a checkpoint can only rebuild
-    reports: int  # reports queued at the savepoint
 
 
 @dataclass(frozen=True)
@@ -114,7 +96,7 @@ class StepResult:
     trained: int  # labelled samples learned from in this step
 
 
-class Engine:
+class Engine(Rewiring, Resizing, Persisting, Replicating):
     """A PlasticNet with its optimizer, weight average, input scaler, plasticity and metrics."""
 
     def __init__(
@@ -203,10 +185,6 @@ class Engine:
         for name, slots in (optimizer_state or {}).items():
             if slots:
                 self.optimizer.state[self.live[name]] = slots
-
-    @property
-    def copies(self) -> int:
-        return self.theta["w"].shape[0]
 
     # ------------------------------------------------------------------ learning
 
@@ -326,117 +304,6 @@ class Engine:
         self._reports.clear()
         return reports
 
-    # --------------------------------------------------------------- replication
-
-    def counts(self) -> Counts:
-        """Every count the engine keeps in learned samples, now (what ``news`` and ``fold`` measure from)."""
-        m = self.metrics
-        return Counts(m.seen, m.labelled, m.correct, m.trained, self.steps, self.clock.age, self.drift.alarms, self.norm.count)
-
-    def news(self, since: Counts) -> dict:
-        """What this engine learned since ``since``, as plain data for the other replicas (replication.py)."""
-        return replication.news(
-            self.metrics, since, self.counts(), self.clock.pending, self.drift.last_alarm_at, self.choice.state_dict()
-        )
-
-    def fold(self, everyone: list[dict], rank: int, since: Counts) -> Folded:
-        """Make every count the group's: ``everyone``'s ``news`` (this engine's at ``rank``) folded in from ``since``.
-
-        Metrics (window: own outcomes first, then the others' in rank order), optimizer steps (Adam's too), the
-        average's clock (age summed, pending the largest), the copy choice (mean score); when any replica alarmed,
-        the alarm count and last alarm become the group's, the reaction table is applied (``react("group")``) and
-        the detector rebuilt from the group's window, so no replica alarms again for that change.
-        """
-        others = [o for r, o in enumerate(everyone) if r != rank]
-        for other in others:
-            replication.fold_metrics(self.metrics, other)
-        more_steps = sum(o["steps"] for o in others)
-        self.steps += more_steps
-        replication.add_steps(self.optimizer, self.live, more_steps)
-        self.clock.age = since.age + sum(o["age"] for o in everyone)
-        self.clock.pending = max(o["pending"] for o in everyone)
-        if self.choice.enabled:
-            self.choice.load_state_dict(np.mean([o["choice"] for o in everyone], axis=0))
-        alarms = sum(o["alarms"] for o in everyone)
-        reacted = False
-        if alarms:
-            d = self.drift
-            d.alarms = since.alarms + alarms
-            d.last_alarm_at = max(o["last_alarm_at"] for o in everyone)
-            reacted = bool(self.react("group").actions)
-            d.rebuild(1.0 - self.metrics.recent_correct(self.metrics.window), self.metrics.trained - d.last_alarm_at)
-        return Folded(trained=sum(o["trained"] for o in others), alarms=alarms, reacted=reacted)
-
-    def _shared(self) -> list[Tensor]:
-        return replication.weights(self.theta) + replication.moments(self.optimizer, self.optim_config.kind, self.live)
-
-    def payload(self, device: torch.device) -> Tensor:
-        """Every weight copy, the optimizer's moments of the live weights and the scaler's mean and second moment,
-        as one flat float32 buffer on ``device`` (moments are made, as zeros, where the optimizer has not stepped)."""
-        norm = self.norm
-        return replication.flat([*self._shared(), norm.mean, norm.var + norm.mean * norm.mean], device)
-
-    def combine(self, summed: Tensor, world_size: int, since: Tensor | None, inputs: int) -> None:
-        """Take the group's sum of ``payload`` buffers: weights ``since`` plus every change (None: the mean), the
-        moments and scaler statistics averaged, the scaler's sample count ``inputs``."""
-        n_weights = sum(t.numel() for t in self.theta.values())
-        replication.combine(summed, self._shared(), n_weights, self.norm.mean, self.norm.var, world_size, since)
-        self.norm.count = inputs
-
-    def flat_weights(self, device: torch.device) -> Tensor:
-        """The weights (every copy) as one flat float32 buffer (what ``combine`` measures changes from)."""
-        return replication.flat(replication.weights(self.theta), device)
-
-    def structure(self) -> tuple[Structure, list[Tensor]]:
-        """The network as replicas that did not maintain it need it: sizes and ids, and two flat buffers
-        (weights of every copy then the live weights' optimizer state, float32; the mask, uint8)."""
-        slots = replication.slots_of(self.optimizer, self.live)
-        head = Structure(
-            {k: tuple(v.shape) for k, v in self.theta.items()}, self.neuron_ids.tolist(), self.neuron_born.tolist(),
-            self.next_neuron_id, slots,
-        )  # fmt: skip
-        floats = replication.flat(
-            replication.weights(self.theta) + replication.slot_tensors(self.optimizer, self.live, slots), self.device
-        )
-        return head, [floats, self.mask.to(torch.uint8)]
-
-    def adopt(self, head: Structure, tensors: list[Tensor]) -> None:
-        """Become the network ``structure()`` handed out: a new mask of the same size as a rewiring plan
-        (``apply_rewire``), a new size through ``resize`` with each neuron's old position found by id; then the
-        ids, birth times and the optimizer state of the live weights."""
-        floats, mask = tensors[0].to(self.device), tensors[1].to(self.device, torch.bool)
-        theta, offset = {}, 0
-        for k in sorted(head.shapes):
-            size = int(torch.Size(head.shapes[k]).numel())
-            theta[k] = floats[offset : offset + size].view(head.shapes[k]).clone()
-            offset += size
-        ids = torch.tensor(head.neuron_ids, dtype=torch.int64)
-        if mask.shape == self.mask.shape and torch.equal(ids, self.neuron_ids):
-            before, after = self.mask.reshape(-1), mask.reshape(-1)
-            prune = torch.nonzero(before & ~after).flatten()
-            grow = torch.nonzero(after & ~before).flatten()
-            if prune.numel() or grow.numel():
-                self.apply_rewire(RewirePlan(prune=prune, grow=grow, active_before=int(before.sum()), eligible=0))
-            for k, v in self.theta.items():
-                v.copy_(theta[k])
-        else:
-            where = {nid: i for i, nid in enumerate(self.neuron_ids.tolist())}
-            self.resize(theta, mask, torch.tensor([where.get(nid, -1) for nid in head.neuron_ids], dtype=torch.int64))
-        self.neuron_ids = ids
-        self.neuron_born = torch.tensor(head.neuron_born, dtype=torch.int64)
-        self.next_neuron_id = head.next_neuron_id
-        replication.write_slots(self.optimizer, self.live, head.slots, floats[offset:])
-
-    def digest(self) -> str:
-        """A SHA-256 of the weights, optimizer state, mask, input statistics and sample clocks: equal on replicas
-        that agree."""
-        slots = [v for name in sorted(self.live) for _, v in sorted(self.optimizer.state.get(self.live[name], {}).items())]
-        tensors = [*replication.weights(self.theta), *slots, self.mask, self.norm.mean, self.norm.var]
-        m = self.metrics
-        return replication.digest(
-            tensors, (m.seen, m.labelled, m.correct, m.trained, self.steps, self.clock.age, self.drift.alarms)
-        )
-
     def _with_replay(
         self, xn: Tensor, labels: np.ndarray, is_lab: np.ndarray, n_lab: int
     ) -> tuple[Tensor, tuple[np.ndarray, np.ndarray, int]]:
@@ -506,248 +373,6 @@ class Engine:
         """Accuracy on a held-out set; changes no state."""
         predicted = self.predict_logits(x, batch_size).argmax(dim=1).cpu()
         return float((predicted == y.cpu()).float().mean())
-
-    # ---------------------------------------------------------------- plasticity
-
-    @torch.no_grad()
-    def rewire(self) -> RewireReport:
-        """One plasticity cycle: refresh usage statistics on recent samples, prune, regrow."""
-        active = self.active_connections
-        if not self.plasticity_settings.enabled:
-            return self._report(
-                RewireReport(self.metrics.trained, 0, 0, active, active, 0, 0.0, 0.0, skipped="plasticity disabled")
-            )
-        if len(self.buffer) == 0:
-            return self._report(
-                RewireReport(self.metrics.trained, 0, 0, active, active, 0, 0.0, 0.0, skipped="no labelled samples yet")
-            )
-        t0 = time.perf_counter()
-        xb, yb = self.buffer.contents()
-        trace = forward({k: v[LIVE : LIVE + 1] for k, v in self.theta.items()}, self.norm(xb), self.cfg)
-        dlogits = cross_entropy_grad(trace.logits[LIVE], yb, None, self.train_settings.label_smoothing)
-        grads = {k: torch.empty_like(v) for k, v in self.live.items()}  # dense: RigL ranks absent connections by it
-        backward(self.live, trace, dlogits, grads, self.cfg)
-        self.stats.advance_age(self.since_rewire, self.mask)
-        self.stats.observe(trace.h[:, LIVE], grads["w"], self.live["w"], self.plasticity.stats_decay)
-        t1 = time.perf_counter()
-        if self._scratch is None or self._scratch.shape != self.live["w"].shape:
-            self._scratch = torch.empty_like(self.live["w"])  # kept: fresh N² buffers cost page faults
-        plan = plan_rewire(self.plasticity, self.live["w"], self.mask, grads["w"], self.stats, self.rng, scratch=self._scratch)
-        self.apply_rewire(plan)
-        t2 = time.perf_counter()
-        self.trained_at_rewire = self.metrics.trained
-        self.rewires += 1
-        return self._report(
-            RewireReport(
-                trained=self.metrics.trained,
-                pruned=plan.prune.numel(),
-                regrown=plan.grow.numel(),
-                active_before=plan.active_before,
-                active_after=plan.active_before - plan.prune.numel() + plan.grow.numel(),
-                eligible=plan.eligible,
-                estimate_ms=(t1 - t0) * 1e3,
-                rewire_ms=(t2 - t1) * 1e3,
-            )
-        )
-
-    def _report(self, report: RewireReport) -> RewireReport:
-        self._reports.append(report)
-        return report
-
-    def apply_rewire(self, plan: RewirePlan) -> None:
-        """The one door through which connections change: weights (every copy), optimizer, mask, stats."""
-        changed = torch.cat((plan.prune, plan.grow))
-        self.theta["w"].view(self.copies, -1).index_fill_(1, changed, 0.0)  # pruned vanish, regrown start at 0
-        reset_entries(self.optimizer, self.live["w"], changed)
-        flat_mask = self.mask.view(-1)
-        flat_mask.index_fill_(0, plan.prune, False)
-        flat_mask.index_fill_(0, plan.grow, True)
-        self.mask_f.view(-1).index_fill_(0, plan.prune, 0.0).index_fill_(0, plan.grow, 1.0)
-        self.stats.reset_entries(changed)
-
-    # -------------------------------------------------------------------- growth
-
-    def grow(self, trigger: str = "manual") -> GrowthReport:
-        """One growth check (growth_policy.py): retire dead/silent neurons, grow on a plateau within the budget."""
-        t0 = time.perf_counter()
-        m = self.metrics
-        check = growth_check(
-            self.growth,
-            trigger,
-            self.network,
-            self._samples(),
-            (m.trained, m.labelled, m.correct),
-            self.neuron_born,
-            self.growth_rng,
-        )
-        for resize in check.resizes:
-            self.resize(resize.theta, resize.mask, resize.index)
-        report = replace(check.report, check_ms=(time.perf_counter() - t0) * 1e3)
-        self._reports.append(report)
-        return report
-
-    def grow_neurons(self, wanted: int, divide: int = 0) -> tuple[int, int]:
-        """Add up to ``wanted`` neurons now, outside the policy: up to ``divide`` by division, the rest by GradMax.
-
-        Returns (divided, gradmax). Guided by the recent-sample buffer; nothing without one.
-        """
-        samples = self._samples()
-        if samples is None:
-            return 0, 0
-        grown = grow_neurons(self.growth.settings, self.network, samples, wanted, divide, self.growth_rng)
-        for resize in grown.resizes:
-            self.resize(resize.theta, resize.mask, resize.index)
-        return grown.divided, grown.gradmax
-
-    @property
-    def network(self) -> Network:
-        """The current weights (every copy), mask and architecture, as growth sees them."""
-        return Network(self.theta, self.mask, self.cfg)
-
-    def _samples(self) -> Samples | None:
-        """The recent-sample buffer, normalised, with the loss's label smoothing (None when empty)."""
-        if len(self.buffer) == 0:
-            return None
-        xb, yb = self.buffer.contents()
-        return Samples(self.norm(xb), yb, self.train_settings.label_smoothing)
-
-    def resize(self, theta: dict[str, Tensor], mask: Tensor, index: Tensor) -> None:
-        """The one door through which the neuron count changes (model/growth.py makes ``theta``/``mask``).
-
-        ``index`` (M,) names the old neuron behind each new position (-1: fresh).
-        Everything indexed by neuron follows it: usage statistics and optimizer
-        moments are gathered (a divided child copies its parent's, fresh neurons
-        start at 0), ids are kept (a second position with the same source, or a
-        fresh one, gets a new id), step counters are untouched.
-        """
-        m = index.numel()
-        assert mask.shape == (m, m) and theta["w"].shape[1:] == (m, m), f"theta/mask must be sized for {m} neurons"
-        optimizer_state = {
-            name: {
-                slot: gather_neurons(v, NEURON_AXES[name], index) if isinstance(v, Tensor) and v.dim() else v
-                for slot, v in self.optimizer.state.get(p, {}).items()
-            }
-            for name, p in self.live.items()
-        }
-        self.stats.follow(index)
-        pos, src = torch.arange(m), index.clamp_min(0)  # src: a valid old position for every new one
-        first = torch.full((self.neuron_ids.numel(),), m, dtype=torch.int64).scatter_reduce(0, src, pos, "amin")
-        is_new = (index < 0) | (first[src] != pos)  # (M,) fresh, or not the first position taken from its source
-        fresh = int(is_new.sum())
-        ids = self.neuron_ids[src]
-        ids[is_new] = self.next_neuron_id + torch.arange(fresh)
-        self.next_neuron_id += fresh
-        self.neuron_ids = ids
-        self.neuron_born = torch.where(is_new, self.metrics.trained, self.neuron_born[src])
-        self._install(theta, mask, optimizer_state)
-
-    # --------------------------------------------------------------- persistence
-
-    def state(self) -> tuple[dict[str, Tensor], dict]:
-        """Everything needed to resume learning exactly: named tensors, and JSON-able counters (state.py)."""
-        optimizer = {
-            name: {slot: v for slot, v in self.optimizer.state.get(p, {}).items() if isinstance(v, Tensor)}
-            for name, p in self.live.items()
-        }
-        return to_checkpoint(EngineState(
-            theta=self.theta,
-            mask=self.mask,
-            norm=self.norm.state_dict(),
-            stats=self.stats.state_dict(),
-            buffer=self.buffer.state_dict(),
-            metrics=self.metrics.state_dict(),
-            optimizer=optimizer,
-            rng_plasticity=self.rng.get_state(),
-            rng_growth=self.growth_rng.get_state(),
-            merge=self.consolidator.state_dict(),
-            replay=self.replay.state_dict() if self.replay is not None else {},
-            neuron_ids=self.neuron_ids,
-            neuron_born=self.neuron_born,
-            next_neuron_id=self.next_neuron_id,
-            growth=self.growth.state_dict(),
-            steps=self.steps,
-            trained_at_rewire=self.trained_at_rewire,
-            rewires=self.rewires,
-            architecture={
-                "input_dim": self.cfg.input_dim,
-                "output_dim": self.cfg.output_dim,
-                "neurons": self.cfg.neurons,
-                "iterations": self.cfg.iterations,
-                "activation": self.cfg.activation,
-                "copies": self.copies,
-                "optimizer": self.train_settings.optimizer,
-                "train": self.train_settings.model_dump(mode="json"),  # load_state reports what changed since
-            },
-            average=self.clock.state_dict(),
-            choice=torch.from_numpy(self.choice.state_dict()),
-            drift=self.drift.state_dict(),
-        ))  # fmt: skip
-
-    def load_state(self, tensors: dict[str, Tensor], meta: dict) -> dict[str, tuple[Any, Any]]:
-        """Resume from ``state()`` output. The checkpoint's network size wins over the settings
-        (growth changes it); a network the model settings cannot have built (input or output size,
-        iterations, activation, starting size) is refused (CheckpointError naming the setting, nothing changed).
-        Returns the training settings that changed since the checkpoint: name -> (old, new)."""
-        check_architecture(tensors, meta, self.growth.model)
-        arch = meta["architecture"]
-        changes = training_changes(arch.get("train") or {"optimizer": arch.get("optimizer")}, self.train_settings)
-        s = from_checkpoint(
-            tensors, meta, input_dim=self.cfg.input_dim, output_dim=self.cfg.output_dim,
-            copies=self.copies, optimizer=self.train_settings.optimizer, device=self.device,
-        )  # fmt: skip
-        self._load(s)
-        return changes
-
-    def _load(self, s: EngineState, drift: DriftMonitor | None = None) -> None:
-        """Install a parsed state: every part, then the weights through ``_install``, then the drift monitor
-        (``drift``: that monitor as it is; None: rebuilt from the metrics window, as after a restart)."""
-        n = s.mask.shape[0]
-        self.norm.load_state_dict(s.norm)
-        self.stats = UsageStats(n, device=self.device)
-        self.stats.load_state_dict(s.stats)
-        self.buffer.load_state_dict(s.buffer)
-        self.metrics.load_state_dict(s.metrics)
-        self.rng.set_state(s.rng_plasticity)
-        if s.rng_growth is not None:
-            self.growth_rng.set_state(s.rng_growth)
-        self.steps, self.trained_at_rewire, self.rewires = s.steps, s.trained_at_rewire, s.rewires
-        self.neuron_ids, self.neuron_born, self.next_neuron_id = s.neuron_ids, s.neuron_born, s.next_neuron_id
-        self.growth.load_state_dict(s.growth)
-        self.consolidator.load_state_dict(s.merge, self.device)
-        if self.replay is not None and s.replay:
-            self.replay.load_state_dict(s.replay)
-        self._install(s.theta, s.mask, s.optimizer)
-        self.clock.load_state_dict(s.average)
-        if s.choice is not None:
-            self.choice.load_state_dict(s.choice.numpy())
-        if drift is not None:
-            self.drift = drift
-            return
-        self.drift.load_state_dict(s.drift)
-        self.drift.rebuild(
-            1.0 - self.metrics.recent_correct(self.metrics.window), self.metrics.trained - self.drift.last_alarm_at
-        )
-
-    def savepoint(self) -> Savepoint:
-        """Everything ``restore`` needs to undo what happens after this call (a big file's steps, all or none)."""
-        tensors, meta = self.state()
-        return Savepoint(
-            {k: v.clone() for k, v in tensors.items()}, copy.deepcopy(meta), copy.deepcopy(self.drift), len(self._reports)
-        )
-
-    def restore(self, point: Savepoint) -> None:
-        """Back to ``point``, exactly: every tensor and counter, the change detector as it was (not rebuilt), and
-        the reports queued since dropped (what they reported was undone). ``point`` stays usable."""
-        tensors = {k: v.clone() for k, v in point.tensors.items()}
-        self._load(
-            from_checkpoint(
-                tensors, copy.deepcopy(point.meta), input_dim=self.cfg.input_dim, output_dim=self.cfg.output_dim,
-                copies=self.copies, optimizer=self.train_settings.optimizer, device=self.device,
-            ),
-            drift=copy.deepcopy(point.drift),
-        )  # fmt: skip
-        while len(self._reports) > point.reports:
-            self._reports.pop()
 
     # ------------------------------------------------------------------- reports
 

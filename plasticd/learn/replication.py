@@ -28,8 +28,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from plasticd.learn.metrics import PrequentialMetrics
+from plasticd.learn.parts import Parts
+from plasticd.learn.prequential import PrequentialMetrics
 from plasticd.model.optim import Optimizer, PlainSGD
+from plasticd.model.plasticity import RewirePlan
 
 ADAM_MOMENTS = ("exp_avg", "exp_avg_sq")
 
@@ -208,3 +210,110 @@ def digest(tensors: list[object], clocks: tuple[int, ...]) -> str:
         h.update(t.detach().cpu().contiguous().numpy().tobytes() if isinstance(t, Tensor) else repr(t).encode())
     h.update(repr(clocks).encode())
     return h.hexdigest()
+
+
+class Replicating(Parts):
+    """The replication doors (mixed into ``Engine``): counts and their fold, the payload, the structure, the digest."""
+
+    def counts(self) -> Counts:
+        """Every count the engine keeps in learned samples, now (what ``news`` and ``fold`` measure from)."""
+        m = self.metrics
+        return Counts(m.seen, m.labelled, m.correct, m.trained, self.steps, self.clock.age, self.drift.alarms, self.norm.count)
+
+    def news(self, since: Counts) -> dict:
+        """What this engine learned since ``since``, as plain data for the other replicas (py)."""
+        return news(self.metrics, since, self.counts(), self.clock.pending, self.drift.last_alarm_at, self.choice.state_dict())
+
+    def fold(self, everyone: list[dict], rank: int, since: Counts) -> Folded:
+        """Make every count the group's: ``everyone``'s ``news`` (this engine's at ``rank``) folded in from ``since``.
+
+        Metrics (window: own outcomes first, then the others' in rank order), optimizer steps (Adam's too), the
+        average's clock (age summed, pending the largest), the copy choice (mean score); when any replica alarmed,
+        the alarm count and last alarm become the group's, the reaction table is applied (``react("group")``) and
+        the detector rebuilt from the group's window, so no replica alarms again for that change.
+        """
+        others = [o for r, o in enumerate(everyone) if r != rank]
+        for other in others:
+            fold_metrics(self.metrics, other)
+        more_steps = sum(o["steps"] for o in others)
+        self.steps += more_steps
+        add_steps(self.optimizer, self.live, more_steps)
+        self.clock.age = since.age + sum(o["age"] for o in everyone)
+        self.clock.pending = max(o["pending"] for o in everyone)
+        if self.choice.enabled:
+            self.choice.load_state_dict(np.mean([o["choice"] for o in everyone], axis=0))
+        alarms = sum(o["alarms"] for o in everyone)
+        reacted = False
+        if alarms:
+            d = self.drift
+            d.alarms = since.alarms + alarms
+            d.last_alarm_at = max(o["last_alarm_at"] for o in everyone)
+            reacted = bool(self.react("group").actions)
+            d.rebuild(1.0 - self.metrics.recent_correct(self.metrics.window), self.metrics.trained - d.last_alarm_at)
+        return Folded(trained=sum(o["trained"] for o in others), alarms=alarms, reacted=reacted)
+
+    def _shared(self) -> list[Tensor]:
+        return weights(self.theta) + moments(self.optimizer, self.optim_config.kind, self.live)
+
+    def payload(self, device: torch.device) -> Tensor:
+        """Every weight copy, the optimizer's moments of the live weights and the scaler's mean and second moment,
+        as one flat float32 buffer on ``device`` (moments are made, as zeros, where the optimizer has not stepped)."""
+        norm = self.norm
+        return flat([*self._shared(), norm.mean, norm.var + norm.mean * norm.mean], device)
+
+    def combine(self, summed: Tensor, world_size: int, since: Tensor | None, inputs: int) -> None:
+        """Take the group's sum of ``payload`` buffers: weights ``since`` plus every change (None: the mean), the
+        moments and scaler statistics averaged, the scaler's sample count ``inputs``."""
+        n_weights = sum(t.numel() for t in self.theta.values())
+        combine(summed, self._shared(), n_weights, self.norm.mean, self.norm.var, world_size, since)
+        self.norm.count = inputs
+
+    def flat_weights(self, device: torch.device) -> Tensor:
+        """The weights (every copy) as one flat float32 buffer (what ``combine`` measures changes from)."""
+        return flat(weights(self.theta), device)
+
+    def structure(self) -> tuple[Structure, list[Tensor]]:
+        """The network as replicas that did not maintain it need it: sizes and ids, and two flat buffers
+        (weights of every copy then the live weights' optimizer state, float32; the mask, uint8)."""
+        slots = slots_of(self.optimizer, self.live)
+        head = Structure(
+            {k: tuple(v.shape) for k, v in self.theta.items()}, self.neuron_ids.tolist(), self.neuron_born.tolist(),
+            self.next_neuron_id, slots,
+        )  # fmt: skip
+        floats = flat(weights(self.theta) + slot_tensors(self.optimizer, self.live, slots), self.device)
+        return head, [floats, self.mask.to(torch.uint8)]
+
+    def adopt(self, head: Structure, tensors: list[Tensor]) -> None:
+        """Become the network ``structure()`` handed out: a new mask of the same size as a rewiring plan
+        (``apply_rewire``), a new size through ``resize`` with each neuron's old position found by id; then the
+        ids, birth times and the optimizer state of the live weights."""
+        floats, mask = tensors[0].to(self.device), tensors[1].to(self.device, torch.bool)
+        theta, offset = {}, 0
+        for k in sorted(head.shapes):
+            size = int(torch.Size(head.shapes[k]).numel())
+            theta[k] = floats[offset : offset + size].view(head.shapes[k]).clone()
+            offset += size
+        ids = torch.tensor(head.neuron_ids, dtype=torch.int64)
+        if mask.shape == self.mask.shape and torch.equal(ids, self.neuron_ids):
+            before, after = self.mask.reshape(-1), mask.reshape(-1)
+            prune = torch.nonzero(before & ~after).flatten()
+            grow = torch.nonzero(after & ~before).flatten()
+            if prune.numel() or grow.numel():
+                self.apply_rewire(RewirePlan(prune=prune, grow=grow, active_before=int(before.sum()), eligible=0))
+            for k, v in self.theta.items():
+                v.copy_(theta[k])
+        else:
+            where = {nid: i for i, nid in enumerate(self.neuron_ids.tolist())}
+            self.resize(theta, mask, torch.tensor([where.get(nid, -1) for nid in head.neuron_ids], dtype=torch.int64))
+        self.neuron_ids = ids
+        self.neuron_born = torch.tensor(head.neuron_born, dtype=torch.int64)
+        self.next_neuron_id = head.next_neuron_id
+        write_slots(self.optimizer, self.live, head.slots, floats[offset:])
+
+    def digest(self) -> str:
+        """A SHA-256 of the weights, optimizer state, mask, input statistics and sample clocks: equal on replicas
+        that agree."""
+        slots = [v for name in sorted(self.live) for _, v in sorted(self.optimizer.state.get(self.live[name], {}).items())]
+        tensors = [*weights(self.theta), *slots, self.mask, self.norm.mean, self.norm.var]
+        m = self.metrics
+        return digest(tensors, (m.seen, m.labelled, m.correct, m.trained, self.steps, self.clock.age, self.drift.alarms))

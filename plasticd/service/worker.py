@@ -22,8 +22,8 @@ from plasticd.learn.engine import Engine
 from plasticd.learn.reports import Report, log_report
 from plasticd.log import emergency_line, get_logger
 from plasticd.service import signals
-from plasticd.service.checkpointing import Checkpointing
-from plasticd.service.checkpoints import CheckpointInfo, CheckpointStore
+from plasticd.service.checkpoint_policy import Checkpointing
+from plasticd.service.checkpoint_store import CheckpointInfo, CheckpointStore
 from plasticd.service.claims import Session, WorkArea
 from plasticd.service.counters import Counters
 from plasticd.service.feeds import Feed, Item

@@ -53,7 +53,7 @@ from plasticd.config import MetricsSettings
 from plasticd.errors import PlasticdError
 from plasticd.learn.reports import DriftReport, GrowthReport, MergeReport, Report, RewireReport
 from plasticd.log import get_logger
-from plasticd.service.checkpoints import CheckpointInfo
+from plasticd.service.checkpoint_store import CheckpointInfo
 from plasticd.service.pipeline import Outcome
 from plasticd.service.status import State
 from plasticd.service.worker import Worker
