@@ -83,6 +83,7 @@ ALLOWED = {
     "plasticd.samples": ("plasticd.samples", "plasticd.errors"),
     "plasticd.data": ("plasticd.data", "plasticd.errors"),
     "plasticd.errors": (),
+    "plasticd.engine_settings": (),
     "plasticd.evolution": ("plasticd.evolution", "plasticd.learn", "plasticd.model", "plasticd.config", "plasticd.errors"),
 }
 
