@@ -92,7 +92,7 @@ class EvolutionSettings(_Section):
     )
     spawn_on_drift: bool = Field(True, description="a drift alarm of the champion starts a fresh challenger of its genome")
     repair_every: int = Field(
-        2000, ge=0, description="labelled samples between neural-repair passes over every candidate (0: never)"
+        0, ge=0, description="labelled samples between neural-repair passes over every candidate (0: repair only as a mutation)"
     )
     max_neurons: int = Field(800, ge=2, le=65536, description="largest N a genome may have")
 
