@@ -167,7 +167,8 @@ def _throughput(log: LogEvents, anchors: list[tuple[float, float]]) -> tuple[np.
     t0 = anchors[0][0]
     min_gap = max((anchors[-1][0] - t0) / 200.0, 0.2)
     starts = sorted(e.t for e in log.named("daemon.ready"))
-    mids, rates = [], []
+    mids: list[float] = []
+    rates: list[float] = []
     last = anchors[0]
     for t, s in anchors[1:]:
         if any(last[0] < r <= t for r in starts):  # a restart in between: the idle gap is not throughput
