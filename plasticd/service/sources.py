@@ -67,12 +67,12 @@ class FolderSource:
     def __init__(self, folder: Path, settle_seconds: float = 0.0) -> None:
         self.folder = folder
         self.settle_seconds = settle_seconds
-        self._ready: OrderedDict[str, None] = OrderedDict()  # names ready to claim, arrival order
+        self._ready: OrderedDict[str, float] = OrderedDict()  # names ready to claim, arrival order -> when first seen
         self._lock = threading.Lock()
 
     def _mark_ready(self, name: str) -> None:
         with self._lock:
-            self._ready[name] = None
+            self._ready.setdefault(name, time.time())
 
     def scan(self) -> int:
         """List the folder; add every finished candidate. Returns how many are ready.
@@ -99,7 +99,7 @@ class FolderSource:
                     found.append((mtime, entry.name))
         with self._lock:
             for _, name in sorted(found):
-                self._ready.setdefault(name, None)
+                self._ready.setdefault(name, now)
             return len(self._ready)
 
     def take(self, limit: int) -> list[Path]:
@@ -114,6 +114,11 @@ class FolderSource:
     def backlog(self) -> int:
         with self._lock:
             return len(self._ready)
+
+    def waiting_since(self) -> float | None:
+        """Wall-clock time this process first saw the oldest file still waiting to be taken; None when none waits."""
+        with self._lock:
+            return next(iter(self._ready.values()), None)
 
 
 class _Hints(FileSystemEventHandler):
