@@ -20,7 +20,16 @@ from collections.abc import Callable
 
 from plasticd.bench.common import SubParsers
 
-BENCHMARKS = ("learn", "daemon", "growth", "continual", "drift", "detectors", "scale")  # modules of this package, in --help order
+BENCHMARKS = (
+    "learn",
+    "daemon",
+    "predict",
+    "growth",
+    "continual",
+    "drift",
+    "detectors",
+    "scale",
+)  # modules of this package, in --help order
 
 _OLD_FLAGS = {"--daemon": "daemon", "--growth": "growth", "--continual": "continual"}
 

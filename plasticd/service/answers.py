@@ -36,6 +36,8 @@ def check_size(size: int, limits: Limits) -> None:
 
 def sample_id(data: bytes) -> str | None:
     """The producer's "id" of a JSON sample the decoder accepted (it checked the tag is a string)."""
+    if b'"id"' not in data and b"\\u" not in data:  # no key "id", not even escaped: skip parsing it again
+        return None
     document = json.loads(data)
     value = document.get("id") if isinstance(document, dict) else None
     return value if isinstance(value, str) else None

@@ -22,7 +22,10 @@ more: ``X-Plasticd-Samples-Trained`` (the snapshot's model had learned this many
 samples) and ``X-Plasticd-Lag-Ms`` (how long ago the model first changed past the
 snapshot; 0 when the snapshot is the model as it is).
 
-Concurrency. The server runs one thread per request; their forward passes take
+Concurrency. The server runs one thread per request; while the worker runs
+Python code it holds the GIL, which a waiting thread gets after the interpreter's
+switch interval: 5 ms by default, lowered to 0.5 ms while POST /predict is served
+(threads that wait for nothing pay nothing for it); their forward passes take
 one lock, so at most one prediction runs beside the worker (a batch request
 parallelises inside torch's own thread pool, ``runtime.threads``). The tensors
 of a snapshot are never written after it is published, and a snapshot is
@@ -31,6 +34,7 @@ replaced whole (one attribute store), so readers need no lock to take it.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -57,6 +61,8 @@ NAMESPACE = "plasticd"
 NAME = "-"  # the "file" of every answer record: what plasticd predict prints for a document read from stdin
 CLONE_SHARE = 20  # publish at most every CLONE_SHARE clone times: the worker spends <= 1/20 of its time cloning
 REQUEST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+SWITCH_INTERVAL_S = 0.0005  # the interpreter's GIL switch interval while POST /predict is served (Python's default: 5 ms)
+SNAPSHOT_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
 CODES = ("200", "400", "405", "411", "413", "415", "503")  # every status POST /predict answers, exported from the start
 JSON_TYPES = ("application/json", "text/json")
 
@@ -100,10 +106,13 @@ class LiveModel:
             "live_request_seconds", "Time of one POST /predict in the server: reading, decoding, predicting, encoding",
             namespace=ns, buckets=REQUEST_BUCKETS, registry=registry,
         )  # fmt: skip
-        self.published = Counter(
-            "live_snapshots", "Inference snapshots the worker published (weights cloned)", namespace=ns, registry=registry
-        )
+        self.published = Histogram(
+            "live_snapshot_seconds", "Time the worker spent publishing one inference snapshot (cloning the predicting weights)",
+            namespace=ns, buckets=SNAPSHOT_BUCKETS, registry=registry,
+        )  # fmt: skip
         registry.register(_SnapshotLag(self))
+        if settings.predict:  # a request thread waits at most this long for the GIL while the worker runs Python code
+            sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
         worker.on_batch.append(self.on_batch)
         worker.on_report.append(self.on_report)
         worker.on_turn.append(self.on_turn)
@@ -130,7 +139,7 @@ class LiveModel:
 
     def on_turn(self) -> None:
         """End of a worker turn: publish when the model changed and the throttle allows (see the module doc)."""
-        if not self.dirty:
+        if not self.dirty or not self.settings.predict:
             return
         now = self.clock()
         if self.snapshot is not None:
@@ -154,7 +163,7 @@ class LiveModel:
         )
         self.dirty, self.changed_at = False, None
         self.clone_seconds = time.perf_counter() - started
-        self.published.inc()
+        self.published.observe(self.clone_seconds)
 
     # ------------------------------------------------------------ the server's threads
 

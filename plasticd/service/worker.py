@@ -151,6 +151,7 @@ class Worker:
         try:
             self.feed.scan()
             self.heartbeat.ready(self.mode)
+            self._end_turn()  # recovery was a turn too: the live snapshot of the resumed model is there from READY
             while not self.stopping:
                 self.run_once()
             clean = True
@@ -173,8 +174,7 @@ class Worker:
             self._wait()
         self.checkpoints.tick()
         self.heartbeat.tick()
-        for hook in self.on_turn:
-            hook()
+        self._end_turn()
 
     def recover(self) -> None:
         """Load the newest valid checkpoint; move on the files it covers; requeue the claims it does not
@@ -243,6 +243,10 @@ class Worker:
             with self.checkpoints.guard("growth"):
                 self.engine.grow(message.reason)
         self._log_reports()
+
+    def _end_turn(self) -> None:
+        for hook in self.on_turn:
+            hook()
 
     def _between_chunks(self) -> bool:
         """Between two steps of a large file: the log reopen, a heartbeat (status, WATCHDOG=1); True to stop."""
