@@ -15,6 +15,11 @@ class ConfigError(PlasticdError):
     """The settings (file, environment or flags) are invalid."""
 
 
+class UsageError(PlasticdError):
+    """The caller asked for something that does not exist or cannot be (exit code 2), e.g. a checkpoint SEQ
+    that is not in the folder, or an ingest FOLDER that is not a folder."""
+
+
 class DatasetError(PlasticdError):
     """A dataset is missing or its files are malformed."""
 
@@ -33,6 +38,18 @@ class SampleError(PlasticdError):
 
 class CheckpointError(PlasticdError):
     """A checkpoint cannot be written, read or verified."""
+
+
+class CheckpointNoSpaceError(CheckpointError):
+    """A checkpoint did not fit on its file system, even after the older checkpoints made room.
+
+    ``needed`` is the bytes the checkpoint needs (its tensors and record): the
+    daemon retries as soon as that much is free again.
+    """
+
+    def __init__(self, message: str, needed: int) -> None:
+        super().__init__(message)
+        self.needed = needed
 
 
 class NonFiniteError(PlasticdError):

@@ -33,16 +33,16 @@ def _barrier(rank: int, port: int, out: str, samples: list[int], sections: dict,
     import torch.distributed as dist
 
     from plasticd.distributed.averaging import average, digest, flat_weights
-    from plasticd.distributed.clocks import Marks, agree
+    from plasticd.distributed.clocks import agree
     from plasticd.distributed.structure import share
     from plasticd.learn.engine import Engine
-    from plasticd.learn.reports import MergeReport, RewireReport
+    from plasticd.learn.reports import DriftReport, MergeReport, RewireReport
 
     torch.set_num_threads(1)
     store = dist.TCPStore("127.0.0.1", port, 2, is_master=rank == 0, timeout=datetime.timedelta(seconds=60))
     dist.init_process_group("gloo", store=store, rank=rank, world_size=2)
     engine = Engine.from_settings(small_settings(**sections), device="cpu")
-    marks, norm_count = Marks.of(engine), engine.norm.count
+    marks, norm_count = engine.counts(), engine.counts().inputs
     since = flat_weights(engine, torch.device("cpu"))
     x, y = toy_data(samples[rank], seed=10 + rank)
     for i in range(0, samples[rank], 5):
@@ -78,6 +78,7 @@ def _barrier(rank: int, port: int, out: str, samples: list[int], sections: dict,
         "exp_avg_zero": all(not bool(engine.optimizer.state[p]["exp_avg"].any()) for p in engine.live.values()),
         "rewired": sum(isinstance(r, RewireReport) and r.skipped is None for r in shared.reports),
         "merged": sum(isinstance(r, MergeReport) and r.skipped is None for r in shared.reports),
+        "group_reactions": [list(r.actions) for r in (shared.reports or engine.take_reports()) if isinstance(r, DriftReport)],
     }
     Path(out, f"{rank}.json").write_text(json.dumps({"before": before, "after": after}))
     dist.barrier()  # rank 0 hosts the store: it leaves last
@@ -126,6 +127,8 @@ def test_one_replicas_drift_alarm_is_the_groups_reaction_at_the_barrier(tmp_path
         assert r["after"]["alarms"] == 1 and r["after"]["reacted"]
         assert r["after"]["average_is_live"]  # the average restarted from the averaged live weights, on both
         assert r["after"]["age"] == 0
+        # each replica reports the group's reaction (logged, counted by /metrics) with the rows that acted
+        assert r["after"]["group_reactions"] == [["average_reset", "lr_boosted"]]
     assert r0["after"]["digest"] == r1["after"]["digest"]
 
 

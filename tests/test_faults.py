@@ -20,7 +20,7 @@ from structlog.testing import capture_logs
 
 from plasticd.errors import CheckpointError
 from plasticd.service import daemon
-from plasticd.service.checkpoints import CheckpointStore
+from plasticd.service.checkpoint_store import CheckpointStore
 from plasticd.service.sources import FolderSource
 from plasticd.service.worker import Worker
 from tests.helpers import CLASSES, DIM, drop, events_named, fail_fsync, fail_rename, files_in, sample_json, small_settings
@@ -218,7 +218,15 @@ def test_persistent_checkpoint_failures_stop_the_loop_with_an_error_and_lose_not
     _drop(tmp_path, names)
     worker = _worker(tmp_path, checkpoint={"every_samples": 1, "retry_seconds": 0.01, "max_failures": 3})
     worker.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-    fail_fsync(monkeypatch, lambda p: p.startswith(str(tmp_path / "checkpoints")))
+    # an I/O error: a full disk does not count towards max_failures (tests/test_disk_space.py)
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        if os.readlink(f"/proc/self/fd/{fd}").startswith(str(tmp_path / "checkpoints")):
+            raise EIO
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
     stop = threading.Timer(30.0, lambda: setattr(worker, "stopping", True))  # guard
     stop.start()
     try:
@@ -228,7 +236,7 @@ def test_persistent_checkpoint_failures_stop_the_loop_with_an_error_and_lose_not
         stop.cancel()
         monkeypatch.undo()
         worker.predictions.close()
-    assert "processed again at the next start" in str(raised.value) and "No space left" in str(raised.value)
+    assert "processed again at the next start" in str(raised.value) and "Input/output error" in str(raised.value)
     failures = events_named(logs, "checkpoint.failed")
     assert [e["failures"] for e in failures] == [1, 2, 3, 4]  # three in the loop, one last try at shutdown
     assert [e["retry_in_s"] for e in failures[:3]] == [0.01, 0.02, 0.04]

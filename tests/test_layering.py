@@ -10,6 +10,7 @@ The rules are the ones docs/ARCHITECTURE.md states:
     data      built-in data: data, errors
     errors    a leaf
     service   never the benchmarks or the command line
+    evolution the population: evolution, learn, model, config, errors
 """
 
 from __future__ import annotations
@@ -82,6 +83,8 @@ ALLOWED = {
     "plasticd.samples": ("plasticd.samples", "plasticd.errors"),
     "plasticd.data": ("plasticd.data", "plasticd.errors"),
     "plasticd.errors": (),
+    "plasticd.engine_settings": (),
+    "plasticd.evolution": ("plasticd.evolution", "plasticd.learn", "plasticd.model", "plasticd.config", "plasticd.errors"),
 }
 
 
@@ -125,3 +128,124 @@ def test_no_import_cycle() -> None:
         if module not in state:
             visit(module, [])
     assert cycles == []
+
+
+# ------------------------------------------------------------------ the Engine is the only writer of learning state
+
+ENGINE_MAKERS = ("Engine", "from_settings", "engine_from")  # calls whose result is an Engine
+
+
+def _chain(node: ast.AST) -> list[str]:
+    """``a.b[c].d`` as ["a", "b", "d"] (subscripts are looked through); [] when the root is not a name."""
+    parts: list[str] = []
+    while True:
+        if isinstance(node, ast.Attribute):
+            parts.append(node.attr)
+            node = node.value
+        elif isinstance(node, ast.Subscript):
+            node = node.value
+        elif isinstance(node, ast.Name):
+            return [node.id, *reversed(parts)]
+        else:
+            return []
+
+
+def _is_engine(expr: ast.AST, aliases: set[str]) -> bool:
+    """An expression that is an Engine: ``engine``, ``x.engine``, an alias of one, or a fresh one."""
+    if isinstance(expr, ast.Call):
+        func = expr.func
+        name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+        return name in ENGINE_MAKERS
+    chain = _chain(expr)
+    return bool(chain) and (chain[-1] == "engine" or (len(chain) == 1 and chain[0] in aliases))
+
+
+def _writes_into_engine(target: ast.AST, aliases: set[str]) -> bool:
+    """``target`` is an attribute (or item) of an Engine, or of one of its attributes, at any depth."""
+    chain = _chain(target)
+    if len(chain) < 2 or not isinstance(target, (ast.Attribute, ast.Subscript)):
+        return False
+    return any(part == "engine" for part in chain[:-1]) or chain[0] in aliases
+
+
+def engine_writes(source: str, filename: str = "<src>") -> list[str]:
+    """Every assignment, augmented assignment or in-place tensor method (``x.add_(...)``) into an Engine's state."""
+    found: list[str] = []
+    for scope in ast.walk(ast.parse(source, filename)):
+        if not isinstance(scope, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        aliases: set[str] = {"engine"}
+        body = list(ast.walk(scope)) if isinstance(scope, ast.Module) else [n for s in scope.body for n in ast.walk(s)]
+        for node in body:  # aliases first: ``e = w.engine``, ``engine = Engine(...)``
+            if isinstance(node, ast.Assign) and _is_engine(node.value, aliases):
+                aliases.update(t.id for t in node.targets if isinstance(t, ast.Name))
+        for node in body:
+            targets: list[ast.AST] = []
+            if isinstance(node, ast.Assign):
+                targets = list(node.targets)
+            elif isinstance(node, (ast.AugAssign, ast.AnnAssign)):
+                targets = [node.target]
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr.endswith("_"):
+                if (
+                    not node.func.attr.startswith("_")
+                    and _writes_into_engine(node.func.value, aliases)
+                    or (_is_engine(node.func.value, aliases) and not node.func.attr.startswith("_"))
+                ):
+                    found.append(f"{filename}:{node.lineno}: .{node.func.attr}(...) on the engine's state")
+                continue
+            while any(isinstance(t, (ast.Tuple, ast.List)) for t in targets):
+                targets = [e for t in targets for e in (t.elts if isinstance(t, (ast.Tuple, ast.List)) else [t])]
+            for t in targets:
+                for leaf in [t]:
+                    if _writes_into_engine(leaf, aliases):
+                        found.append(f"{filename}:{node.lineno}: assigns {'.'.join(_chain(leaf))}")
+    return sorted(set(found))
+
+
+def test_the_engine_write_reader_sees_writes_and_lets_reads_and_doors_pass() -> None:
+    offender = (
+        "def f(w, x):\n"
+        "    e = w.engine\n"
+        "    e.steps += 1\n"
+        "    w.engine.metrics.seen = 3\n"
+        "    e.theta['w'][0] = x\n"
+        "    e.clock.age, n = 0, 1\n"
+        "    w.engine.optimizer.state[p]['step'].add_(1)\n"
+        "    engine = Engine.from_settings(s)\n"
+        "    engine.drift.alarms = 2\n"
+    )
+    assert len(engine_writes(offender)) == 6
+    clean = (
+        "def f(w):\n"
+        "    e = w.engine\n"
+        "    n = e.metrics.trained + e.counts().inputs\n"
+        "    e.fold([], 0, e.counts())\n"
+        "    w.heartbeat.facts = {'n': n}\n"
+        "    self.engine = e\n"
+    )
+    assert engine_writes(clean) == []
+
+
+def test_no_module_outside_learn_writes_into_an_engine() -> None:
+    """The Engine changes only through its doors: no module outside learn/ assigns to, augments or mutates in place
+    an Engine attribute or an attribute of one (``learn/replication.py`` gives replicas their doors)."""
+    offences = [
+        hit
+        for m in MODULES
+        if not _within(m, ("plasticd.learn",))
+        for hit in engine_writes(MODULES[m].read_text(), str(MODULES[m].relative_to(PACKAGE.parent)))
+    ]
+    assert offences == []
+
+
+def test_distributed_never_imports_the_model_layer() -> None:
+    """Replicas move flat tensors and plain data that learn/ hands them; the tensor math stays behind the Engine."""
+    offences = {
+        m: sorted(i for i in imports_of(m) if _within(i, ("plasticd.model",))) for m in _modules_under("plasticd.distributed")
+    }
+    assert not {m: i for m, i in offences.items() if i}
+
+
+def test_the_operator_tools_never_import_the_benchmarks() -> None:
+    offences = {m: sorted(i for i in imports_of(m) if _within(i, ("plasticd.bench",))) for m in _modules_under("plasticd.tools")}
+    assert not {m: i for m, i in offences.items() if i}

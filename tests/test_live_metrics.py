@@ -20,7 +20,7 @@ from plasticd.config import LOOP_WAIT_SECONDS, load_settings
 from plasticd.errors import ConfigError
 from plasticd.learn.engine import Engine
 from plasticd.samples.reasons import SAMPLE_REASONS
-from plasticd.service.exporter import MAINTENANCE, QUARANTINE_REASONS, Exporter
+from plasticd.service.prometheus import MAINTENANCE, QUARANTINE_REASONS, Exporter
 
 DIM = 12
 

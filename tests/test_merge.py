@@ -9,14 +9,14 @@ import pytest
 import torch
 from structlog.testing import capture_logs
 
-from plasticd.learn.consolidate import DriftDetector, merge_due
+from plasticd.learn.consolidate import merge_due
 from plasticd.learn.engine import Engine
-from plasticd.learn.reports import log_merge
+from plasticd.learn.reports import MergeReport, log_merge
 from plasticd.log import get_logger
 from plasticd.model.merge import MagMaxFold, id_positions
 from plasticd.service.messages import Merge, Rewire
 from plasticd.service.scheduler import Activity, MaintenanceScheduler
-from tests.helpers import small_settings
+from tests.helpers import small_settings, toy_data
 
 
 def params(n: int, fill: float = 0.0, d: int = 3, c: int = 2) -> dict[str, torch.Tensor]:
@@ -211,11 +211,27 @@ def test_merge_due_on_drift_and_on_sample_count() -> None:
     assert merge_due(small_settings().merge, c, 10**6) is None  # disabled
 
 
-def test_page_hinkley_fires_when_the_error_rate_jumps_not_while_it_is_steady() -> None:
-    detector = DriftDetector(small_settings(merge={"enabled": True, "on_drift": True}).merge)
-    rng = np.random.default_rng(0)
-    assert not detector.observe(rng.random(3000) < 0.1)  # a steady 10% error rate
-    assert detector.observe(rng.random(500) < 0.9)  # the stream changed: 90% errors
+def test_a_drift_alarm_is_a_task_boundary_through_the_reaction_table_when_merge_on_drift() -> None:
+    """One change detector: merge.on_drift follows the drift monitor's alarms (the table's merge_due row)."""
+    x, y = toy_data(40, seed=3)
+    for on_drift, merged in ((True, ["drift"]), (False, [])):
+        engine = Engine.from_settings(small_settings(merge={"enabled": True, "on_drift": on_drift, "min_samples": 1}))
+        engine.step(x, y)
+        engine.take_reports()
+        report = engine.react("local")
+        assert ("merge_due" in report.actions) is on_drift
+        engine.maintain()
+        assert [r.reason for r in engine.take_reports() if isinstance(r, MergeReport) and r.skipped is None] == merged
+
+
+def test_an_old_config_file_with_the_retired_page_hinkley_settings_is_refused_with_the_reason(tmp_path) -> None:
+    from plasticd.config import load_settings
+    from plasticd.errors import ConfigError
+
+    path = tmp_path / "old.toml"
+    path.write_text("[merge]\nenabled = true\non_drift = true\ndrift_threshold = 40.0\n")
+    with pytest.raises(ConfigError, match=r"merge.drift_threshold was retired: .*drift.detector"):
+        load_settings(path)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

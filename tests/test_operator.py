@@ -21,7 +21,7 @@ from helpers import Daemon, drop, events_named, sample_json, small_settings, toy
 from plasticd import cli, log
 from plasticd.errors import CheckpointError, ConfigError
 from plasticd.learn.engine import Engine
-from plasticd.learn.growth_policy import PlateauDetector
+from plasticd.learn.plateau import PlateauDetector
 from plasticd.model.growth import remap
 from plasticd.service import heartbeat as heartbeat_module
 from plasticd.service.daemon import check_separate
@@ -173,9 +173,9 @@ def test_ingest_survives_a_closed_stderr_pipe(root: Path) -> None:
 
 def test_fatal_errors_are_json_when_the_log_is_json(root: Path) -> None:
     out = plasticd(root, "ingest", "nowhere", "--config", "plasticd.toml", "--log-format", "json")
-    assert out.returncode == 1
+    assert out.returncode == 2  # a caller mistake (issue 20)
     (event,) = json_lines(out.stderr)
-    assert event["event"] == "plasticd.failed" and "nowhere" in event["message"] and event["exit_code"] == 1
+    assert event["event"] == "plasticd.failed" and "nowhere" in event["message"] and event["exit_code"] == 2
 
 
 def test_sample_processed_is_debug_under_the_daemon(root: Path) -> None:

@@ -20,16 +20,8 @@ from collections.abc import Callable
 
 from plasticd.bench.common import SubParsers
 
-BENCHMARKS = (
-    "learn",
-    "daemon",
-    "predict",
-    "growth",
-    "continual",
-    "drift",
-    "detectors",
-    "scale",
-)  # modules of this package, in --help order
+# modules of this package, in --help order
+BENCHMARKS = ("learn", "step", "daemon", "predict", "growth", "continual", "drift", "detectors", "scale", "evolve")
 
 _OLD_FLAGS = {"--daemon": "daemon", "--growth": "growth", "--continual": "continual"}
 

@@ -1,4 +1,4 @@
-"""What every benchmark shares: its results file, mean ± std over seeds, and its option types.
+"""What every benchmark shares: its results file and mean ± std over seeds (option types: ``plasticd/commands.py``).
 
 One writer for every result file, so they all look alike (UTF-8 JSON,
 indented by 2) and a benchmark never formats a file of its own.
@@ -6,27 +6,16 @@ indented by 2) and a benchmark never formats a file of its own.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
+from plasticd.commands import SubParsers, positive_int
 
-class SubParsers(Protocol):
-    """The object ``ArgumentParser.add_subparsers`` returns: a benchmark adds its sub-command to it."""
-
-    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser: ...
-
-
-def positive_int(text: str) -> int:
-    """An argparse type: an integer of at least 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
+__all__ = ["SubParsers", "mean_std", "positive_int", "run_record", "write_results"]
 
 
 def run_record(opts: object, settings_json: str, **results: object) -> dict[str, Any]:

@@ -12,8 +12,8 @@ Variants (same stream, same seed, same initial network):
     merges         MagMax merge (fold + θ₀ + λ·τ*) at every known task boundary
     replay         a reservoir of past samples mixed into every training step
     merges+replay  both
-    merges-drift   (optional) no known boundaries: a merge when Page-Hinkley on the
-                   prequential error fires, and one at the end of the stream (idle)
+    merges-drift   (optional) no known boundaries: a merge when the change detector on the
+                   prequential error (drift.detector) fires, and one at the end of the stream (idle)
 
 After each task every task's test set is scored (the accuracy matrix R); from
 R: average accuracy after the last task, forgetting and backward transfer
@@ -253,7 +253,7 @@ def register(subparsers: SubParsers) -> argparse.ArgumentParser:
         nargs="+",
         choices=VARIANTS + OPTIONAL_VARIANTS,
         default=list(VARIANTS),
-        help="variants (default plain merges replay merges+replay; merges-drift: boundaries from Page-Hinkley)",
+        help="variants (default plain merges replay merges+replay; merges-drift: boundaries from drift alarms)",
     )
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="run seeds (default 0 1 2)")
     p.add_argument("--samples-per-task", type=positive_int, default=4000, help="training samples per task (default 4000)")

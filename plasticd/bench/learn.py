@@ -90,7 +90,7 @@ def _run_contender(name: str, settings_json: str, opts: BenchOptions) -> Contend
     from plasticd.data.fashion_mnist import load_split
     from plasticd.data.stream import stream_batches
     from plasticd.learn.engine import Engine
-    from plasticd.learn.metrics import PrequentialMetrics
+    from plasticd.learn.prequential import PrequentialMetrics
 
     settings = Settings.model_validate_json(settings_json)
     if settings.runtime.threads:
@@ -151,13 +151,16 @@ def _time_rewire(settings_json: str, sizes: tuple[int, ...], repeats: int = 3) -
     train = load_split(base.paths.dataset, "train")
     out = []
     for n in sizes:
-        settings = base.model_copy(update={"model": base.model.model_copy(update={"neurons": n})})
+        # min_age 0: every connection old enough at every cycle (as if each had lived plasticity.min_age samples)
+        plasticity = base.plasticity.model_copy(update={"min_age": 0})
+        settings = base.model_copy(update={"model": base.model.model_copy(update={"neurons": n}), "plasticity": plasticity})
         engine = Engine.from_settings(settings)
         k = settings.plasticity.buffer_size
-        engine.buffer.add(torch.from_numpy(train.x[:k]).to(engine.device), train.y[:k])
+        x = torch.from_numpy(train.x[:k])
+        for i in range(0, k, 256):  # fills the recent-sample buffer the cycle estimates on
+            engine.step(x[i : i + 256], train.y[i : i + 256], plasticity=False)
         runs = []
         for _ in range(repeats if n <= 2000 else 1):
-            engine.stats.age.fill_(settings.plasticity.min_age).mul_(engine.mask)
             runs.append(engine.rewire())
         out.append(
             RewireTiming(

@@ -97,7 +97,7 @@ def _one_run(settings: Settings, staging: Path, replicas: int, sync_samples: int
 
     from plasticd.data.fashion_mnist import load_split
     from plasticd.learn.engine import Engine
-    from plasticd.service.checkpoints import CheckpointStore
+    from plasticd.service.checkpoint_store import CheckpointStore
 
     root = work / f"replicas-{replicas}-h{sync_samples}"
     shutil.copytree(staging, root / "data_inbox")

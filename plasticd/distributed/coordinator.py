@@ -47,12 +47,11 @@ import torch.distributed as dist
 
 from plasticd.config import Settings
 from plasticd.distributed.averaging import average, digest, flat_weights
-from plasticd.distributed.clocks import Marks, agree
+from plasticd.distributed.clocks import agree
 from plasticd.distributed.group import Replica, ReplicaError
 from plasticd.distributed.structure import share
-from plasticd.learn.reports import log_report
 from plasticd.log import get_logger
-from plasticd.service.checkpointing import Elsewhere
+from plasticd.service.checkpoint_policy import Elsewhere
 from plasticd.service.claims import Session
 from plasticd.service.pipeline import Outcome
 from plasticd.service.worker import WAIT_S, Worker
@@ -141,9 +140,9 @@ class Coordinator:
                 f"digests {sorted(set(digests))}; start every replica against the same paths.checkpoints"
             )
         self.counters_at_start = w.counters.as_dict()
-        self.marks = Marks.of(e)  # the checkpoint's counts are the group's (rank 0 saves them after each agreement)
+        self.marks = e.counts()  # the checkpoint's counts are the group's (rank 0 saves them after each agreement)
         self.trained_at_sync = e.metrics.trained
-        self.norm_count_at_sync = e.norm.count
+        self.norm_count_at_sync = e.counts().inputs
         self.since = self._agreed()
         w.heartbeat.ready_facts.update(rank=self.replica.rank, world_size=self.replica.world_size, backend=self.backend)
         self._publish()
@@ -233,12 +232,9 @@ class Coordinator:
         clocks = agree(e, self.replica.rank, self.replica.world_size, self.marks)
         if clocks.alarms:
             self.log.info("replicas.drift", rank=self.replica.rank, alarms=clocks.alarms, reacted=clocks.reacted)
-        self.marks = Marks.of(e)
-        shared = share(e, self.replica.leader, self.comm_device)
-        for report in shared.reports:
-            log_report(w.log, report)
-            w.activity.unsaved_changes = w.activity.unsaved_changes or report.changed
-        self.trained_at_sync, self.norm_count_at_sync = e.metrics.trained, e.norm.count
+        self.marks = e.counts()
+        shared = share(e, self.replica.leader, self.comm_device, w.log_reports)  # logged, counted, marked unsaved
+        self.trained_at_sync, self.norm_count_at_sync = e.metrics.trained, e.counts().inputs
         self.since = self._agreed()  # after rank 0's maintenance: the network every replica now holds
         self.last_sync = time.monotonic()
         seq = self.checkpoint(checkpoint_reason) if checkpoint_reason else None

@@ -22,10 +22,10 @@ along the pre-merge trajectory and the weights just jumped; second moments
 which a merge does not change, and zeroing them with Adam's step count intact
 would make the next update ~3x too large. Plain SGD (no momentum) keeps no state.
 
-Drift: Page-Hinkley (``river.drift.PageHinkley``, mode "up") on the prequential
-0/1 error. river is imported only when ``merge.on_drift`` is set (it pulls in
-scipy, ~1 s). The detector's state is not checkpointed: after a restart it
-warms up again over ``drift_min_samples`` samples, which only delays an alarm.
+Drift: a boundary on a change of the concept is a row of the drift reaction
+table (``reaction.py``): the one change detector on the prequential error
+(``drift.py``, ``drift.*`` settings) raises the alarm, the row sets
+``drift_pending``, and the next maintenance merges (``merge_due``).
 """
 
 from __future__ import annotations
@@ -33,41 +33,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from plasticd.config import MergeSettings
 from plasticd.learn.reports import MergeReport
 from plasticd.model.merge import MagMaxFold
-
-
-class DriftDetector:
-    """Page-Hinkley on the 0/1 prequential error: fires when the error rate rises."""
-
-    def __init__(self, settings: MergeSettings) -> None:
-        # lazy: scipy import cost only when drift detection is on
-        from river.drift import PageHinkley
-
-        self._make = lambda: PageHinkley(
-            min_instances=settings.drift_min_samples,
-            delta=settings.drift_delta,
-            threshold=settings.drift_threshold,
-            mode="up",
-        )
-        self.detector = self._make()
-        self.alarms = 0
-
-    def observe(self, errors: np.ndarray) -> bool:
-        """Feed a batch of 0/1 errors in stream order; True when the detector fired on one of them."""
-        fired = False
-        for e in errors.tolist():  # river is per sample (~1 µs each); only runs when on_drift is set
-            self.detector.update(float(e))
-            if self.detector.drift_detected:
-                fired = True
-                self.alarms += 1
-                self.detector = self._make()
-        return fired
 
 
 def merge_due(settings: MergeSettings, consolidator: Consolidator, trained_since: int) -> str | None:
@@ -90,20 +61,14 @@ class Merge:
 
 
 class Consolidator:
-    """The engine's MagMax fold, its drift detector and boundary bookkeeping."""
+    """The engine's MagMax fold and boundary bookkeeping."""
 
     def __init__(self, settings: MergeSettings) -> None:
         self.settings = settings
         self.fold = MagMaxFold()
-        self.detector = DriftDetector(settings) if settings.enabled and settings.on_drift else None
         self.trained_at_boundary = 0  # engine.metrics.trained at the last boundary
         self.merges = 0
-        self.drift_pending = False  # set by the detector, cleared by the merge it triggers
-
-    def observe(self, errors: np.ndarray) -> None:
-        """Prequential 0/1 errors of the labelled samples of one step."""
-        if self.detector is not None and errors.size and self.detector.observe(errors):
-            self.drift_pending = True
+        self.drift_pending = False  # set by the drift reaction table's merge row, cleared by the merge it triggers
 
     def since_boundary(self, trained: int) -> int:
         """Labelled samples learned since the last boundary, given the engine's count ``trained``."""

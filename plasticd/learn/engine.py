@@ -24,7 +24,6 @@ never import it.
 
 from __future__ import annotations
 
-import time
 from collections import deque
 from dataclasses import dataclass, replace
 from typing import Any
@@ -44,35 +43,32 @@ from plasticd.config import (
     TrainSettings,
 )
 from plasticd.errors import NonFiniteError
+from plasticd.learn import reaction
 from plasticd.learn.average import AverageClock
 from plasticd.learn.choice import CopyChoice
+from plasticd.learn.configs import net_config, optim_config, plasticity_config, resolve_device
 from plasticd.learn.consolidate import Consolidator, merge_due
 from plasticd.learn.drift import Alarm, DriftMonitor
 from plasticd.learn.growth_policy import (
     GrowthPolicy,
-    Network,
-    Samples,
-    grow_neurons,
-    growth_check,
 )
 from plasticd.learn.inference import BATCH_ROWS, Predictor, chosen_copy, frozen
-from plasticd.learn.metrics import MetricsSnapshot, PrequentialMetrics
-from plasticd.learn.reports import DriftReport, GrowthReport, MergeReport, Report, RewireReport
-from plasticd.learn.state import EngineState, check_architecture, from_checkpoint, to_checkpoint, training_changes
+from plasticd.learn.persistence import Persisting, Savepoint
+from plasticd.learn.prequential import MetricsSnapshot, PrequentialMetrics
+from plasticd.learn.replication import Replicating
+from plasticd.learn.reports import DriftReport, MergeReport, Report
+from plasticd.learn.resizing import Resizing
+from plasticd.learn.rewiring import Rewiring
+from plasticd.learn.state import Predicting
 from plasticd.model.buffer import RecentBuffer
-from plasticd.model.growth import gather_neurons
-from plasticd.model.normalize import InputNorm
+from plasticd.model.normalize import EPS, InputNorm
 from plasticd.model.optim import (
-    OptimConfig,
     build_optimizer,
     per_step,
-    reset_entries,
     zero_first_moments,
 )
 from plasticd.model.plastic_net import (
     LIVE,
-    NEURON_AXES,
-    NetConfig,
     Trace,
     all_finite,
     backward,
@@ -81,23 +77,13 @@ from plasticd.model.plastic_net import (
     init_params,
 )
 from plasticd.model.plasticity import (
-    PlasticityConfig,
-    RewirePlan,
     UsageStats,
-    plan_rewire,
 )
 from plasticd.model.replay import ReservoirBuffer
 
+__all__ = ["UNLABELLED", "Engine", "Savepoint", "StepResult", "resolve_device"]
+
 UNLABELLED = -1
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` is CUDA when torch sees a GPU, else the CPU; ``cuda`` without a GPU is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("runtime.device is 'cuda' but torch sees no CUDA device (use 'auto' or 'cpu')")
-    return torch.device(name)
 
 
 @dataclass(frozen=True)
@@ -111,36 +97,7 @@ class StepResult:
     trained: int  # labelled samples learned from in this step
 
 
-def net_config(m: ModelSettings) -> NetConfig:
-    return NetConfig(
-        input_dim=m.input_dim,
-        output_dim=m.num_classes,
-        neurons=m.neurons,
-        iterations=m.iterations,
-        sparsity=m.sparsity,
-        activation=m.activation,
-        recurrent_scale=m.recurrent_scale,
-    )
-
-
-def plasticity_config(p: PlasticitySettings) -> PlasticityConfig:
-    return PlasticityConfig(
-        prune_fraction=p.prune_fraction,
-        prune_score=p.prune_score,
-        regrow=p.regrow,
-        min_age=p.min_age,
-        min_sparsity=p.min_sparsity,
-        max_sparsity=p.max_sparsity,
-        stats_decay=p.stats_decay,
-    )
-
-
-def optim_config(t: TrainSettings, input_dim: int) -> OptimConfig:
-    lr = t.rate_for(input_dim)
-    return OptimConfig(kind=t.optimizer, lr=lr, betas=t.betas, momentum=t.momentum, weight_decay=t.weight_decay)
-
-
-class Engine:
+class Engine(Rewiring, Resizing, Persisting, Replicating):
     """A PlasticNet with its optimizer, weight average, input scaler, plasticity and metrics."""
 
     def __init__(
@@ -230,10 +187,6 @@ class Engine:
             if slots:
                 self.optimizer.state[self.live[name]] = slots
 
-    @property
-    def copies(self) -> int:
-        return self.theta["w"].shape[0]
-
     # ------------------------------------------------------------------ learning
 
     @torch.no_grad()
@@ -286,12 +239,11 @@ class Engine:
         predicted, confidence, loss, by_copy = _prequential(pred_logits, labels, is_lab, scored)
         correct = predicted[is_lab] == labels[is_lab]
         self.metrics.update(correct, loss[is_lab], unlabelled=b - n_lab, trained=n_lab)
-        self.consolidator.observe(~correct)
         if by_copy is not None:
             self.choice.observe(by_copy[:, is_lab] == labels[is_lab])  # (S, n_lab)
         alarm = self.drift.observe((~correct).astype(np.float64), self.metrics.trained - n_lab)
         if alarm is not None:
-            self._adapt(alarm)
+            self.react("local", alarm)
         if plasticity:
             self._maintain()
         return StepResult(predicted=predicted, confidence=confidence, loss=loss, labels=labels, trained=n_lab)
@@ -327,22 +279,25 @@ class Engine:
         if self.avg is not None and weight is not None:
             torch._foreach_lerp_(list(self.avg.values()), list(self.live.values()), weight)
 
-    def _adapt(self, alarm: Alarm) -> None:
-        """React to a detected change: restart the average from the live weights, re-arm growth (drift.*)."""
-        actions = []
-        if self.drift_settings.reset_average and self.avg is not None:
-            torch._foreach_copy_(list(self.avg.values()), list(self.live.values()))
-            self.clock.restart()
-            self.choice.level()
-            actions.append("average_reset")
-        if self.drift_settings.rearm_growth and self.growth.rearm():
-            actions.append("growth_rearmed")
-        self._reports.append(
-            DriftReport(
-                detector=alarm.detector, trained=alarm.trained, error_recent=alarm.error_recent,
-                error_before=alarm.error_before, since_last=alarm.since_last, actions=tuple(actions),
-            )
+    def react(self, origin: str = "local", alarm: Alarm | None = None) -> DriftReport:
+        """A change of the concept: apply the drift reaction table (reaction.py) and queue its ``DriftReport``.
+
+        ``origin="local"``: this engine's detector raised ``alarm``; ``"group"``: a replica's did since the last
+        agreement (``fold``), and the evidence is the group's window.
+        """
+        d = self.drift
+        parts = reaction.Parts(self.live, self.avg, self.clock, self.choice, self.growth, self.consolidator)
+        actions = reaction.react(self.drift_settings, self.consolidator.settings, parts)
+        if alarm is None:
+            recent = self.metrics.recent_correct(min(self.metrics.window, 200))
+            error = round(float(1.0 - recent.mean()), 4) if recent.size else 0.0
+            alarm = Alarm(self.drift_settings.detector, d.last_alarm_at, error, None, self.metrics.trained - d.last_alarm_at)
+        report = DriftReport(
+            detector=alarm.detector, trained=alarm.trained, error_recent=alarm.error_recent,
+            error_before=alarm.error_before, since_last=alarm.since_last, actions=actions, origin=origin,
         )  # fmt: skip
+        self._reports.append(report)
+        return report
 
     def take_reports(self) -> list[Report]:
         """The maintenance reports (rewire, growth, merge) since the last call, oldest first."""
@@ -405,223 +360,21 @@ class Engine:
     def _predictor(self) -> Predictor:
         return Predictor(chosen_copy(self.theta, self.choice.chosen()), self.norm, self.cfg)
 
+    def predicting(self) -> Predicting:
+        """A CPU copy of the weights that predict now (the chosen copy), the mask and the input scaler."""
+        chosen, cfg, norm = self.choice.chosen(), self.cfg, self.norm
+        cpu = {k: v[chosen].detach().float().cpu().contiguous() for k, v in self.theta.items()}
+        mean, var = (norm.mean.float().cpu().contiguous(), norm.var.float().cpu().contiguous()) if norm.enabled else (None, None)
+        copy_name = "average" if self.copies > 1 and chosen == self.copies - 1 else "live"
+        return Predicting(
+            cpu, self.mask.cpu().contiguous(), mean, var, EPS, copy_name, cfg.input_dim, cfg.output_dim, cfg.neurons,
+            cfg.iterations, cfg.activation, self.metrics.seen,
+        )  # fmt: skip
+
     def evaluate(self, x: Tensor, y: Tensor, batch_size: int = 4096) -> float:
         """Accuracy on a held-out set; changes no state."""
         predicted = self.predict_logits(x, batch_size).argmax(dim=1).cpu()
         return float((predicted == y.cpu()).float().mean())
-
-    # ---------------------------------------------------------------- plasticity
-
-    @torch.no_grad()
-    def rewire(self) -> RewireReport:
-        """One plasticity cycle: refresh usage statistics on recent samples, prune, regrow."""
-        active = self.active_connections
-        if not self.plasticity_settings.enabled:
-            return self._report(
-                RewireReport(self.metrics.trained, 0, 0, active, active, 0, 0.0, 0.0, skipped="plasticity disabled")
-            )
-        if len(self.buffer) == 0:
-            return self._report(
-                RewireReport(self.metrics.trained, 0, 0, active, active, 0, 0.0, 0.0, skipped="no labelled samples yet")
-            )
-        t0 = time.perf_counter()
-        xb, yb = self.buffer.contents()
-        trace = forward({k: v[LIVE : LIVE + 1] for k, v in self.theta.items()}, self.norm(xb), self.cfg)
-        dlogits = cross_entropy_grad(trace.logits[LIVE], yb, None, self.train_settings.label_smoothing)
-        grads = {k: torch.empty_like(v) for k, v in self.live.items()}  # dense: RigL ranks absent connections by it
-        backward(self.live, trace, dlogits, grads, self.cfg)
-        self.stats.advance_age(self.since_rewire, self.mask)
-        self.stats.observe(trace.h[:, LIVE], grads["w"], self.live["w"], self.plasticity.stats_decay)
-        t1 = time.perf_counter()
-        if self._scratch is None or self._scratch.shape != self.live["w"].shape:
-            self._scratch = torch.empty_like(self.live["w"])  # kept: fresh N² buffers cost page faults
-        plan = plan_rewire(self.plasticity, self.live["w"], self.mask, grads["w"], self.stats, self.rng, scratch=self._scratch)
-        self.apply_rewire(plan)
-        t2 = time.perf_counter()
-        self.trained_at_rewire = self.metrics.trained
-        self.rewires += 1
-        return self._report(
-            RewireReport(
-                trained=self.metrics.trained,
-                pruned=plan.prune.numel(),
-                regrown=plan.grow.numel(),
-                active_before=plan.active_before,
-                active_after=plan.active_before - plan.prune.numel() + plan.grow.numel(),
-                eligible=plan.eligible,
-                estimate_ms=(t1 - t0) * 1e3,
-                rewire_ms=(t2 - t1) * 1e3,
-            )
-        )
-
-    def _report(self, report: RewireReport) -> RewireReport:
-        self._reports.append(report)
-        return report
-
-    def apply_rewire(self, plan: RewirePlan) -> None:
-        """The one door through which connections change: weights (every copy), optimizer, mask, stats."""
-        changed = torch.cat((plan.prune, plan.grow))
-        self.theta["w"].view(self.copies, -1).index_fill_(1, changed, 0.0)  # pruned vanish, regrown start at 0
-        reset_entries(self.optimizer, self.live["w"], changed)
-        flat_mask = self.mask.view(-1)
-        flat_mask.index_fill_(0, plan.prune, False)
-        flat_mask.index_fill_(0, plan.grow, True)
-        self.mask_f.view(-1).index_fill_(0, plan.prune, 0.0).index_fill_(0, plan.grow, 1.0)
-        self.stats.reset_entries(changed)
-
-    # -------------------------------------------------------------------- growth
-
-    def grow(self, trigger: str = "manual") -> GrowthReport:
-        """One growth check (growth_policy.py): retire dead/silent neurons, grow on a plateau within the budget."""
-        t0 = time.perf_counter()
-        m = self.metrics
-        check = growth_check(
-            self.growth,
-            trigger,
-            self.network,
-            self._samples(),
-            (m.trained, m.labelled, m.correct),
-            self.neuron_born,
-            self.growth_rng,
-        )
-        for resize in check.resizes:
-            self.resize(resize.theta, resize.mask, resize.index)
-        report = replace(check.report, check_ms=(time.perf_counter() - t0) * 1e3)
-        self._reports.append(report)
-        return report
-
-    def grow_neurons(self, wanted: int, divide: int = 0) -> tuple[int, int]:
-        """Add up to ``wanted`` neurons now, outside the policy: up to ``divide`` by division, the rest by GradMax.
-
-        Returns (divided, gradmax). Guided by the recent-sample buffer; nothing without one.
-        """
-        samples = self._samples()
-        if samples is None:
-            return 0, 0
-        grown = grow_neurons(self.growth.settings, self.network, samples, wanted, divide, self.growth_rng)
-        for resize in grown.resizes:
-            self.resize(resize.theta, resize.mask, resize.index)
-        return grown.divided, grown.gradmax
-
-    @property
-    def network(self) -> Network:
-        """The current weights (every copy), mask and architecture, as growth sees them."""
-        return Network(self.theta, self.mask, self.cfg)
-
-    def _samples(self) -> Samples | None:
-        """The recent-sample buffer, normalised, with the loss's label smoothing (None when empty)."""
-        if len(self.buffer) == 0:
-            return None
-        xb, yb = self.buffer.contents()
-        return Samples(self.norm(xb), yb, self.train_settings.label_smoothing)
-
-    def resize(self, theta: dict[str, Tensor], mask: Tensor, index: Tensor) -> None:
-        """The one door through which the neuron count changes (model/growth.py makes ``theta``/``mask``).
-
-        ``index`` (M,) names the old neuron behind each new position (-1: fresh).
-        Everything indexed by neuron follows it: usage statistics and optimizer
-        moments are gathered (a divided child copies its parent's, fresh neurons
-        start at 0), ids are kept (a second position with the same source, or a
-        fresh one, gets a new id), step counters are untouched.
-        """
-        m = index.numel()
-        assert mask.shape == (m, m) and theta["w"].shape[1:] == (m, m), f"theta/mask must be sized for {m} neurons"
-        optimizer_state = {
-            name: {
-                slot: gather_neurons(v, NEURON_AXES[name], index) if isinstance(v, Tensor) and v.dim() else v
-                for slot, v in self.optimizer.state.get(p, {}).items()
-            }
-            for name, p in self.live.items()
-        }
-        self.stats.follow(index)
-        pos, src = torch.arange(m), index.clamp_min(0)  # src: a valid old position for every new one
-        first = torch.full((self.neuron_ids.numel(),), m, dtype=torch.int64).scatter_reduce(0, src, pos, "amin")
-        is_new = (index < 0) | (first[src] != pos)  # (M,) fresh, or not the first position taken from its source
-        fresh = int(is_new.sum())
-        ids = self.neuron_ids[src]
-        ids[is_new] = self.next_neuron_id + torch.arange(fresh)
-        self.next_neuron_id += fresh
-        self.neuron_ids = ids
-        self.neuron_born = torch.where(is_new, self.metrics.trained, self.neuron_born[src])
-        self._install(theta, mask, optimizer_state)
-
-    # --------------------------------------------------------------- persistence
-
-    def state(self) -> tuple[dict[str, Tensor], dict]:
-        """Everything needed to resume learning exactly: named tensors, and JSON-able counters (state.py)."""
-        optimizer = {
-            name: {slot: v for slot, v in self.optimizer.state.get(p, {}).items() if isinstance(v, Tensor)}
-            for name, p in self.live.items()
-        }
-        return to_checkpoint(EngineState(
-            theta=self.theta,
-            mask=self.mask,
-            norm=self.norm.state_dict(),
-            stats=self.stats.state_dict(),
-            buffer=self.buffer.state_dict(),
-            metrics=self.metrics.state_dict(),
-            optimizer=optimizer,
-            rng_plasticity=self.rng.get_state(),
-            rng_growth=self.growth_rng.get_state(),
-            merge=self.consolidator.state_dict(),
-            replay=self.replay.state_dict() if self.replay is not None else {},
-            neuron_ids=self.neuron_ids,
-            neuron_born=self.neuron_born,
-            next_neuron_id=self.next_neuron_id,
-            growth=self.growth.state_dict(),
-            steps=self.steps,
-            trained_at_rewire=self.trained_at_rewire,
-            rewires=self.rewires,
-            architecture={
-                "input_dim": self.cfg.input_dim,
-                "output_dim": self.cfg.output_dim,
-                "neurons": self.cfg.neurons,
-                "iterations": self.cfg.iterations,
-                "activation": self.cfg.activation,
-                "copies": self.copies,
-                "optimizer": self.train_settings.optimizer,
-                "train": self.train_settings.model_dump(mode="json"),  # load_state reports what changed since
-            },
-            average=self.clock.state_dict(),
-            choice=torch.from_numpy(self.choice.state_dict()),
-            drift=self.drift.state_dict(),
-        ))  # fmt: skip
-
-    def load_state(self, tensors: dict[str, Tensor], meta: dict) -> dict[str, tuple[Any, Any]]:
-        """Resume from ``state()`` output. The checkpoint's network size wins over the settings
-        (growth changes it); a network the model settings cannot have built (input or output size,
-        iterations, activation, starting size) is refused (CheckpointError naming the setting, nothing changed).
-        Returns the training settings that changed since the checkpoint: name -> (old, new)."""
-        check_architecture(tensors, meta, self.growth.model)
-        arch = meta["architecture"]
-        changes = training_changes(arch.get("train") or {"optimizer": arch.get("optimizer")}, self.train_settings)
-        s = from_checkpoint(
-            tensors, meta, input_dim=self.cfg.input_dim, output_dim=self.cfg.output_dim,
-            copies=self.copies, optimizer=self.train_settings.optimizer, device=self.device,
-        )  # fmt: skip
-        n = s.mask.shape[0]
-        self.norm.load_state_dict(s.norm)
-        self.stats = UsageStats(n, device=self.device)
-        self.stats.load_state_dict(s.stats)
-        self.buffer.load_state_dict(s.buffer)
-        self.metrics.load_state_dict(s.metrics)
-        self.rng.set_state(s.rng_plasticity)
-        if s.rng_growth is not None:
-            self.growth_rng.set_state(s.rng_growth)
-        self.steps, self.trained_at_rewire, self.rewires = s.steps, s.trained_at_rewire, s.rewires
-        self.neuron_ids, self.neuron_born, self.next_neuron_id = s.neuron_ids, s.neuron_born, s.next_neuron_id
-        self.growth.load_state_dict(s.growth)
-        self.consolidator.load_state_dict(s.merge, self.device)
-        if self.replay is not None and s.replay:
-            self.replay.load_state_dict(s.replay)
-        self._install(s.theta, s.mask, s.optimizer)
-        self.clock.load_state_dict(s.average)
-        if s.choice is not None:
-            self.choice.load_state_dict(s.choice.numpy())
-        self.drift.load_state_dict(s.drift)
-        self.drift.rebuild(
-            1.0 - self.metrics.recent_correct(self.metrics.window), self.metrics.trained - self.drift.last_alarm_at
-        )
-        return changes
 
     # ------------------------------------------------------------------- reports
 

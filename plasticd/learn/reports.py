@@ -83,7 +83,8 @@ class DriftReport:
     error_recent: float  # prequential error rate over the latest samples ...
     error_before: float | None  # ... and over those before them
     since_last: int  # labelled samples since the previous alarm
-    actions: tuple[str, ...]  # the adaptations applied: "average_reset", "growth_rearmed"
+    actions: tuple[str, ...]  # the rows of the reaction table that acted (reaction.py): "average_reset", ...
+    origin: str = "local"  # "local": this engine's detector fired; "group": a replica's did, reacted to at an agreement
 
     @property
     def changed(self) -> bool:
@@ -140,10 +141,10 @@ def log_drift(log, report: DriftReport) -> None:
     """``drift.detected`` with its evidence; ``drift.adapted`` with what was done (when anything was)."""
     log.info(
         "drift.detected", detector=report.detector, trained=report.trained, error_recent=report.error_recent,
-        error_before=report.error_before, since_last=report.since_last,
+        error_before=report.error_before, since_last=report.since_last, origin=report.origin,
     )  # fmt: skip
     if report.actions:
-        log.info("drift.adapted", actions=list(report.actions), trained=report.trained)
+        log.info("drift.adapted", actions=list(report.actions), trained=report.trained, origin=report.origin)
 
 
 def log_report(log, report: Report) -> None:

@@ -1,6 +1,6 @@
 """An Engine's complete state as named tensors + JSON counters: writing it, and parsing it back.
 
-Checkpoints store exactly this (service/checkpoints.py writes it). Every part
+Checkpoints store exactly this (service/checkpoint_store.py writes it). Every part
 the engine keeps (weights of every copy, mask, optimizer moments, input
 scaler, usage statistics, buffers, merge history, replay reservoir, neuron
 ids, RNGs) round-trips, so a resumed engine predicts and trains
@@ -23,6 +23,24 @@ from torch import Tensor
 from plasticd.config import ModelSettings, TrainSettings
 from plasticd.errors import CheckpointError
 from plasticd.model.plastic_net import PARAM_NAMES
+
+
+@dataclass(frozen=True)
+class Predicting:
+    """The copy the engine predicts with, on the CPU (what ``plasticd export`` writes): no optimizer, no history."""
+
+    theta: dict[str, Tensor]  # each without the copy axis, float32
+    mask: Tensor  # (N, N) bool
+    norm_mean: Tensor | None  # (D,) float32; None: inputs are not standardised
+    norm_var: Tensor | None
+    norm_eps: float
+    copy: str  # "average" or "live"
+    input_dim: int
+    output_dim: int
+    neurons: int
+    iterations: int
+    activation: str
+    samples_seen: int
 
 
 @dataclass(frozen=True)

@@ -26,19 +26,19 @@ import torch
 
 from plasticd.config import Settings
 from plasticd.data.fashion_mnist import Split, load_split
-from plasticd.errors import ConfigError, DatasetError, ModelLockedError, PlasticdError
+from plasticd.errors import ConfigError, DatasetError, ModelLockedError, PlasticdError, UsageError
 from plasticd.learn.engine import Engine
-from plasticd.learn.metrics import MetricsSnapshot
+from plasticd.learn.prequential import MetricsSnapshot
 from plasticd.log import get_logger
 from plasticd.samples import Limits
-from plasticd.service.checkpoints import CheckpointStore
+from plasticd.service.checkpoint_store import CheckpointStore
 from plasticd.service.claims import Claimer, WorkArea
-from plasticd.service.exporter import start_exporter
 from plasticd.service.feeds import FileFeed, StreamFeed
 from plasticd.service.messages import Wake
 from plasticd.service.notify import Notifier
 from plasticd.service.pipeline import Outcome, Pipeline
 from plasticd.service.predictions import PredictionWriter
+from plasticd.service.prometheus import start_exporter
 from plasticd.service.scheduler import MaintenanceScheduler
 from plasticd.service.sources import FolderSource, InboxSource, is_candidate
 from plasticd.service.worker import Worker
@@ -168,6 +168,11 @@ def _limits(settings: Settings) -> Limits:
 
 
 def _common(settings: Settings) -> tuple[Engine, CheckpointStore, PredictionWriter]:
+    if settings.evolution.enabled:
+        raise ConfigError(
+            "evolution.enabled = true: the population runs in process only so far (plasticd bench evolve); "
+            "the daemon learns one network: set evolution.enabled = false"
+        )
     engine = Engine.from_settings(settings)
     store = CheckpointStore(settings.paths.checkpoints, keep=settings.checkpoint.keep)
     predictions = PredictionWriter(settings.paths.state / PREDICTIONS_FILE)
@@ -240,7 +245,8 @@ def run_inbox(settings: Settings) -> RunSummary:
 def run_ingest(settings: Settings, folder: Path, destination: Path, progress: bool = True) -> RunSummary:
     """One-shot: the same pipeline over ``folder``, files to ``destination``; returns when it is drained."""
     if not folder.is_dir():
-        raise PlasticdError(f"ingest: {folder} is not a folder")
+        what = "does not exist" if not folder.exists() else "is not a folder"
+        raise UsageError(f"ingest: FOLDER {folder.absolute()} {what}")
     folders = {"FOLDER": folder, "--to": destination, **_data_folders(settings, "failed", "work", "checkpoints", "state")}
     check_folders(folders, "FOLDER")
     p = settings.paths

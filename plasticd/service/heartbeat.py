@@ -12,9 +12,9 @@ import time
 
 from plasticd.config import Settings
 from plasticd.learn.engine import Engine
-from plasticd.learn.metrics import MetricsSnapshot
+from plasticd.learn.prequential import MetricsSnapshot
 from plasticd.log import get_logger
-from plasticd.service.checkpointing import Checkpointing
+from plasticd.service.checkpoint_policy import Checkpointing
 from plasticd.service.counters import Counters
 from plasticd.service.feeds import Feed
 from plasticd.service.notify import Notifier

@@ -49,7 +49,7 @@ from plasticd.config import MetricsSettings
 from plasticd.errors import SampleError
 from plasticd.samples import Limits
 from plasticd.service import answers
-from plasticd.service.checkpoints import CheckpointInfo
+from plasticd.service.checkpoint_store import CheckpointInfo
 from plasticd.service.pipeline import Outcome
 
 if TYPE_CHECKING:

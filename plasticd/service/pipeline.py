@@ -134,15 +134,14 @@ class Pipeline:
     def _step_big(self, pair: tuple[Item, SampleBatch], out: Outcome) -> bool:
         """A file of more than max_batch samples takes several steps: all of them, or none.
         False when a stop request came between two of them (the file is left as it was)."""
-        tensors, meta = self.engine.state()
-        saved = ({k: v.clone() for k, v in tensors.items()}, meta)
+        saved = self.engine.savepoint()
         try:
             self._step([pair], out, chunked=True)
         except NonFiniteError as exc:
-            self.engine.load_state(*saved)
+            self.engine.restore(saved)
             self._reject(pair[0], "non_finite_training", str(exc), type(exc).__name__, out)
         except _Interrupted:
-            self.engine.load_state(*saved)
+            self.engine.restore(saved)
             self.log.info("sample.interrupted", file=pair[0].name, samples=len(pair[1].y), reason="stop requested")
             return False
         return True

@@ -15,8 +15,8 @@ from collections.abc import Callable
 from typing import Any
 
 from plasticd.learn.engine import Engine
-from plasticd.service.checkpointing import Checkpointing
-from plasticd.service.checkpoints import CheckpointStore
+from plasticd.service.checkpoint_policy import Checkpointing
+from plasticd.service.checkpoint_store import CheckpointStore
 from plasticd.service.claims import Session, WorkArea, clean_stray_temps
 from plasticd.service.counters import Counters
 from plasticd.service.feeds import Feed

@@ -22,8 +22,8 @@ from plasticd.learn.engine import Engine
 from plasticd.learn.reports import Report, log_report
 from plasticd.log import emergency_line, get_logger
 from plasticd.service import signals
-from plasticd.service.checkpointing import Checkpointing
-from plasticd.service.checkpoints import CheckpointInfo, CheckpointStore
+from plasticd.service.checkpoint_policy import Checkpointing
+from plasticd.service.checkpoint_store import CheckpointInfo, CheckpointStore
 from plasticd.service.claims import Session, WorkArea
 from plasticd.service.counters import Counters
 from plasticd.service.feeds import Feed, Item
@@ -209,7 +209,7 @@ class Worker:
         with self.checkpoints.guard("the pipeline"):
             outcome = self.pipeline.process(items)
         self.batch_seconds = time.perf_counter() - started
-        self._log_reports()
+        self.log_reports()
         self.checkpoints.trained([item.claim for item in outcome.done if item.claim is not None])
         self.counters.files_processed += outcome.files_processed
         self.counters.files_failed += self.pipeline.quarantine.take_done()
@@ -242,7 +242,7 @@ class Worker:
             self.heartbeat.set_state(State.MAINTAINING)
             with self.checkpoints.guard("growth"):
                 self.engine.grow(message.reason)
-        self._log_reports()
+        self.log_reports()
 
     def _end_turn(self) -> None:
         for hook in self.on_turn:
@@ -275,10 +275,13 @@ class Worker:
             return
         self.handle(message)
 
-    def _log_reports(self) -> None:
-        """Log the maintenance the engine did (rewiring, growth, merges); a change wants a checkpoint."""
-        for report in self.engine.take_reports():
+    def log_reports(self) -> list[Report]:
+        """Log the maintenance the engine did (rewiring, growth, merges, drift reactions), hand each to the
+        ``on_report`` hooks; a change wants a checkpoint. Returns the reports."""
+        reports = self.engine.take_reports()
+        for report in reports:
             log_report(self.log, report)
             for hook in self.on_report:
                 hook(report)
             self.activity.unsaved_changes = self.activity.unsaved_changes or report.changed
+        return reports

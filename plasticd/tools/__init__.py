@@ -18,7 +18,7 @@ import argparse
 import importlib
 from collections.abc import Callable
 
-from plasticd.bench.common import SubParsers
+from plasticd.commands import SubParsers
 from plasticd.config import Settings
 from plasticd.errors import ConfigError
 

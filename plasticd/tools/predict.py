@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from plasticd.bench.common import SubParsers
+from plasticd.commands import SubParsers
 from plasticd.config import Settings
 from plasticd.errors import SampleError
 

@@ -45,9 +45,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from plasticd.bench.common import SubParsers
+from plasticd.commands import SubParsers
 from plasticd.config import Settings
-from plasticd.errors import CheckpointError, ModelLockedError
+from plasticd.errors import CheckpointError, ModelLockedError, UsageError
 
 ASIDE_PREFIX = "rolled-back-"
 MANIFEST = "ROLLBACK.json"
@@ -192,14 +192,14 @@ def rollback(settings: Settings, seq: int) -> RollbackResult | None:
 
     None when there is nothing to do: ``seq`` is the model the daemon resumes from already.
     """
-    from plasticd.service.checkpoints import CheckpointStore
+    from plasticd.service.checkpoint_store import CheckpointStore
     from plasticd.tools.saved import covered_claims
 
     infos = CheckpointStore(settings.paths.checkpoints).list()
     store = CheckpointStore(settings.paths.checkpoints, keep=len(infos) + 1)  # its save must rotate nothing away
     if seq not in {info.seq for info in infos}:
         listed = ", ".join(str(info.seq) for info in infos) or "none"
-        raise CheckpointError(f"no checkpoint {seq} in {store.folder} (checkpoints: {listed}); see plasticd checkpoints")
+        raise UsageError(f"no checkpoint {seq} in {store.folder} (checkpoints: {listed}); see plasticd checkpoints")
     target = store.load(seq)
     newest = store.load_latest()
     assert newest is not None  # target exists

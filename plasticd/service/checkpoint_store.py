@@ -25,6 +25,13 @@ checkpoint), or a complete new checkpoint. The first two are invisible to
 hand-edited file is caught on load by the size, hash and layout checks; the
 loader then falls back to the next older checkpoint, loudly.
 
+A save that finds its file system full (ENOSPC, EDQUOT) *makes room*: it
+removes the oldest committed checkpoint older than the newest one that
+verifies (never that one, never a corrupt one an operator may want to see),
+logs ``checkpoint.space_made`` and tries again, until the new checkpoint fits
+or only the newest valid checkpoint is left; then it raises
+``CheckpointNoSpaceError`` with the bytes it needs.
+
 Rotation runs only after a checkpoint is committed. It removes the JSON of
 each old checkpoint before its tensors file, so a crash mid-rotation leaves at
 worst an orphan tensors file.
@@ -36,6 +43,7 @@ One process writes a folder at a time (the daemon holds a lock for that);
 from __future__ import annotations
 
 import builtins
+import errno
 import hashlib
 import json
 import os
@@ -53,13 +61,15 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
-from plasticd.errors import CheckpointError
+from plasticd.errors import CheckpointError, CheckpointNoSpaceError
 from plasticd.fsutil import fsync_dir
 from plasticd.log import get_logger
 
 FORMAT_NAME = "plasticd-checkpoint"
 FORMAT_VERSION = 1
 TEMP_PREFIX = ".tmp-"
+
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)  # a full file system or quota: make room, then retry when space returns
 
 _CHECKPOINT_NAME = re.compile(r"^ckpt-(\d{10})\.(json|safetensors)$")
 _RECORD_FIELDS: dict[str, type | tuple[type, ...]] = {
@@ -127,21 +137,32 @@ class CheckpointStore:
         tensors_path, json_path = self.folder / f"{stem}.safetensors", self.folder / f"{stem}.json"
         created = datetime.now(UTC).isoformat(timespec="milliseconds")
         record = _make_record(seq, created, tensors_path.name, cpu, payload, meta)
-        written: list[Path] = []  # what this save put on disk, in order, for the roll-back
-        target = tensors_path
-        try:
-            self._write_atomic(tensors_path, payload, written)
-            target = json_path
-            self._write_atomic(json_path, record, written)
-        except OSError as exc:
-            self._roll_back(written)
-            self._log.error("checkpoint.save_failed", seq=seq, path=str(target), error=str(exc), errno=exc.errno)
-            raise CheckpointError(
-                f"checkpoint {seq} not saved: writing {target} failed: {exc}; older checkpoints are untouched"
-            ) from exc
-        except Exception:
-            self._roll_back(written)
-            raise
+        removed = 0  # older checkpoints removed to make room for this one
+        while True:
+            written: list[Path] = []  # what this save put on disk, in order, for the roll-back
+            target = tensors_path
+            try:
+                self._write_atomic(tensors_path, payload, written)
+                target = json_path
+                self._write_atomic(json_path, record, written)
+                break
+            except OSError as exc:
+                self._roll_back(written)
+                if exc.errno in NO_SPACE and self._make_room(seq, len(payload) + len(record)):
+                    removed += 1
+                    continue
+                self._log.error("checkpoint.save_failed", seq=seq, path=str(target), error=str(exc), errno=exc.errno)
+                message = f"checkpoint {seq} not saved: writing {target} failed: {exc}; " + (
+                    f"{removed} older checkpoints were removed to make room, the newest valid one is kept"
+                    if removed
+                    else "older checkpoints are untouched"
+                )
+                if exc.errno in NO_SPACE:
+                    raise CheckpointNoSpaceError(message, needed=len(payload) + len(record)) from exc
+                raise CheckpointError(message) from exc
+            except Exception:
+                self._roll_back(written)
+                raise
         # A BaseException (KeyboardInterrupt, SystemExit) skips the roll-back, like a crash would:
         # the protocol is crash-safe, and clean_stray tidies up at the next start.
         info = CheckpointInfo(seq, json_path, tensors_path, created, len(payload))
@@ -175,6 +196,32 @@ class CheckpointStore:
                 path.unlink(missing_ok=True)
             except OSError as exc:
                 self._log.warning("checkpoint.cleanup_failed", path=str(path), error=str(exc))
+
+    def _make_room(self, seq: int, needed: int) -> bool:
+        """Remove the oldest checkpoint older than the newest valid one (JSON first); False when there is none."""
+        infos = self.list()
+        if len(infos) < 2:  # nothing but the newest (or nothing at all): no room to make, nothing to verify
+            return False
+        newest_valid = next((info for info in reversed(infos) if _verifies(info.json_path)), None)
+        if newest_valid is None:
+            return False
+        older = [info for info in infos if info.seq < newest_valid.seq]
+        if not older:
+            return False
+        victim = older[0]
+        try:
+            victim.json_path.unlink(missing_ok=True)
+            fsync_dir(self.folder)
+            victim.tensors_path.unlink(missing_ok=True)
+        except OSError as exc:
+            self._log.warning("checkpoint.cleanup_failed", path=str(victim.json_path), error=str(exc))
+            return False
+        self._log.warning(
+            "checkpoint.space_made", removed=victim.seq, freed_bytes=victim.tensors_bytes, saving=seq, needed_bytes=needed,
+            kept_newest=newest_valid.seq, left=len(infos) - 1, folder=str(self.folder),
+            message="the file system is full: the oldest checkpoint was removed to make room for the new one",
+        )  # fmt: skip
+        return True
 
     def _rotate(self) -> None:
         """Delete all but the newest ``keep`` committed checkpoints: every JSON, an fsync, then the tensors."""
@@ -394,6 +441,15 @@ def _verify(json_path: Path) -> LoadedCheckpoint:
         raise CheckpointError(f"{info.tensors_path.name}: not a readable safetensors file ({exc})") from exc
     _check_layout(tensors, record)
     return LoadedCheckpoint(info=info, tensors=tensors, meta=record["meta"])
+
+
+def _verifies(json_path: Path) -> bool:
+    """Whether the checkpoint of ``json_path`` verifies (record, size, hash, layout)."""
+    try:
+        _verify(json_path)
+    except CheckpointError:
+        return False
+    return True
 
 
 def _check_tensors_file(path: Path, record: dict[str, Any]) -> None:

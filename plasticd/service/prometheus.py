@@ -55,7 +55,7 @@ from plasticd.errors import PlasticdError
 from plasticd.learn.reports import DriftReport, GrowthReport, MergeReport, Report, RewireReport
 from plasticd.log import get_logger
 from plasticd.samples.reasons import SAMPLE_REASONS
-from plasticd.service.checkpoints import CheckpointInfo
+from plasticd.service.checkpoint_store import CheckpointInfo
 from plasticd.service.live import LiveModel
 from plasticd.service.pipeline import Outcome
 from plasticd.service.status import State
@@ -75,7 +75,7 @@ MAINTENANCE = (
     *(("rewire", r) for r in ("applied", "skipped")),
     *(("growth", r) for r in ("grew", "retired", "grew+retired", "none", "skipped")),
     *(("merge", r) for r in ("applied", "refused", "skipped")),
-    ("drift", "detected"),
+    *(("drift", r) for r in ("detected", "group")),
 )
 
 
@@ -265,7 +265,7 @@ class Exporter:
             self.maintenance.labels(kind="merge", result=result).inc()
         elif isinstance(report, DriftReport):
             self.drift_events.inc()
-            self.maintenance.labels(kind="drift", result="detected").inc()
+            self.maintenance.labels(kind="drift", result="detected" if report.origin == "local" else "group").inc()
 
     def observe_checkpoint(self, info: CheckpointInfo | None, seconds: float) -> None:
         self.checkpoint_failing.set(self.worker.checkpoints.failures)

@@ -8,6 +8,13 @@ move never trains a file twice. A failed save (disk full, I/O error) is
 logged, not fatal: the next try comes after an exponential back-off, and
 only ``checkpoint.max_failures`` failures in a row stop the daemon.
 
+A full disk is not such a failure: the store first makes room from the oldest
+kept checkpoints (``CheckpointStore.save``); when even that is not enough the
+daemon *degrades* (``checkpoint.no_space``): it goes on learning, the files
+wait in the work area, the failures do not count towards ``max_failures``, and
+every loop turn (at most every ``SPACE_CHECK_S``) it looks at the free space
+and saves as soon as the checkpoint fits again (``checkpoint.space_returned``).
+
 The invariant: a checkpoint's model has learned exactly the claims it lists
 as covered. The worker records a micro-batch's claims as pending only after
 the pipeline returns; any exception escaping the pipeline or an engine
@@ -38,15 +45,16 @@ replica moves its own once that save is durable (``covered_by``).
 from __future__ import annotations
 
 import contextlib
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from plasticd.config import Settings
-from plasticd.errors import CheckpointError
+from plasticd.errors import CheckpointError, CheckpointNoSpaceError
 from plasticd.learn.engine import Engine
 from plasticd.log import get_logger
-from plasticd.service.checkpoints import CheckpointInfo, CheckpointStore
+from plasticd.service.checkpoint_store import CheckpointInfo, CheckpointStore
 from plasticd.service.claims import Claim, Session, WorkArea
 from plasticd.service.counters import Counters
 from plasticd.service.feeds import Feed
@@ -56,6 +64,7 @@ from plasticd.service.results import PendingResults
 from plasticd.service.scheduler import Activity
 
 MAX_BACKOFF = 60  # a failing checkpoint is retried after at most 60 x checkpoint.retry_seconds
+SPACE_CHECK_S = 0.5  # while a checkpoint does not fit, the free space is looked at this often
 
 
 @dataclass(frozen=True)
@@ -91,6 +100,9 @@ class Checkpointing:
         self.unmoved = CoveredFiles(work, session, settings.checkpoint.retry_seconds, self.results)  # covered, to move on
         self.last: CheckpointInfo | None = None
         self.failures = 0  # consecutive failed checkpoints
+        self.stopping_failures = 0  # ... of them, those that count towards max_failures (a full disk's do not)
+        self.no_space = 0  # bytes the last checkpoint needed and did not find (0: not short of space)
+        self._space_checked = 0.0  # monotonic time the free space was last looked at
         self.last_failure = ""  # what the last failed checkpoint said
         self._retry_at = 0.0  # monotonic time before which a failed checkpoint is not retried
         self.quarantine = quarantine if quarantine is not None else Quarantine(settings.paths.failed)
@@ -165,7 +177,9 @@ class Checkpointing:
             self._saved(None, started)
             return None
         self._saved(info, started)
-        self.failures = 0
+        if self.no_space:
+            self.log.info("checkpoint.space_returned", folder=str(self.store.folder), seq=info.seq)
+        self.failures, self.stopping_failures, self.no_space = 0, 0, 0
         self.last = info
         self._saved_at, self._saved_bytes = time.monotonic(), info.tensors_bytes
         moved = self.covered_by(info, quarantined)
@@ -207,7 +221,9 @@ class Checkpointing:
 
         Raises CheckpointError (exit code 1) once ``checkpoint.max_failures`` checkpoints in a row have failed.
         """
-        if self.activity.unsaved_samples >= self.settings.checkpoint.every_samples:
+        if self.no_space and self._space_returned():
+            self.checkpoint("space_returned")
+        elif self.activity.unsaved_samples >= self.settings.checkpoint.every_samples:
             self.maybe_checkpoint("samples")
         elif self.unmoved.due():
             self.unmoved.move()
@@ -215,7 +231,7 @@ class Checkpointing:
             self.quarantine.retry()
             self.counters.files_failed += self.quarantine.take_done()
         limit = self.settings.checkpoint.max_failures
-        if limit and self.failures >= limit:
+        if limit and self.stopping_failures >= limit:
             raise CheckpointError(
                 f"{self.failures} checkpoints in a row failed, the last with: {self.last_failure}; "
                 f"stopping. The {len(self.pending)} files trained on since the last checkpoint "
@@ -256,12 +272,37 @@ class Checkpointing:
         for hook in self.on_save:
             hook(info, time.monotonic() - started)
 
+    def _space_returned(self) -> bool:
+        """While short of space: whether the checkpoint that did not fit fits now (looked at every SPACE_CHECK_S)."""
+        now = time.monotonic()
+        if now < self._space_checked + SPACE_CHECK_S:
+            return False
+        self._space_checked = now
+        try:
+            return shutil.disk_usage(self.store.folder).free >= self.no_space
+        except OSError:
+            return False
+
     def _failed(self, reason: str, exc: CheckpointError) -> None:
-        self.failures += 1
         self.last_failure = str(exc)
+        self.failures += 1
         delay = self.settings.checkpoint.retry_seconds * min(2 ** (self.failures - 1), MAX_BACKOFF)
         self._retry_at = time.monotonic() + delay
+        short = isinstance(exc, CheckpointNoSpaceError)
         self.log.error(
             "checkpoint.failed", reason=reason, error=str(exc), folder=str(self.store.folder), failures=self.failures,
-            retry_in_s=delay, pending_files=len(self.pending),
+            retry_in_s=delay, pending_files=len(self.pending), no_space=short,
         )  # fmt: skip
+        if not isinstance(exc, CheckpointNoSpaceError):
+            self.stopping_failures += 1
+            return
+        # degrade: learn on, files wait, save as soon as the checkpoint fits (tick looks at the free space)
+        if not self.no_space:
+            self.log.error(
+                "checkpoint.no_space", reason=reason, folder=str(self.store.folder), needed_bytes=exc.needed,
+                pending_files=len(self.pending),
+                action="learning goes on; trained files wait in the work area; the checkpoint is saved as soon "
+                "as it fits (free space in the checkpoint folder); a full disk does not count towards "
+                "checkpoint.max_failures",
+            )  # fmt: skip
+        self.no_space = exc.needed

@@ -1,0 +1,1 @@
+"""Online architecture evolution: a population of challengers beside the champion, under a compute budget."""
