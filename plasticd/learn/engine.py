@@ -230,12 +230,12 @@ class Engine(Rewiring, Resizing, Persisting, Replicating):
         # with the predictions in one transfer (readout.py), before anything is updated.
         checks = [trace.logits.sum(), self.norm.var.sum()]
         if n_lab:
-            checks.append(self._gradients(trace, target, *train[1:]))
+            checks.extend(self._gradients(trace, target, *train[1:]))
         scored = trace.logits[:, :b] if n_lab and self.choice.enabled else None  # every copy, for the choice
         out = readout(pred_logits, target[:b], is_lab, scored, checks)
         if not out.finite.all():
             self.norm.restore(norm_before)
-            raise NonFiniteError(_NOT_FINITE[int(np.argmin(out.finite))])
+            raise NonFiniteError(_NOT_FINITE[min(int(np.argmin(out.finite)), 2)])  # checks 2.. are the gradients
         if n_lab:
             self._learn(train[2])  # replayed rows count: the step is over every row it trained on
             self._follow_average(n_lab)
@@ -343,14 +343,14 @@ class Engine(Rewiring, Resizing, Persisting, Replicating):
         self._reports.append(merge.report)
         return merge.report
 
-    def _gradients(self, trace: Trace, target: Tensor, is_lab: np.ndarray, n_lab: int) -> Tensor:
+    def _gradients(self, trace: Trace, target: Tensor, is_lab: np.ndarray, n_lab: int) -> list[Tensor]:
         """The live copy's gradient on the labelled rows into ``grads`` (nothing else changes); the sum of
         each gradient, for the finiteness check."""
         weight = None if n_lab == len(is_lab) else torch.from_numpy(is_lab.astype(np.float32)).to(self.device)
         dlogits = cross_entropy_grad(trace.logits[LIVE], target, weight, self.train_settings.label_smoothing)
         backward(self.live, trace, dlogits, self.grads, self.cfg, self.ws)
         self.grads["w"].mul_(self.mask_f)  # absent connections get no update
-        return torch.stack([g.sum() for g in self.grads.values()]).sum()
+        return [g.sum() for g in self.grads.values()]
 
     def _learn(self, n_lab: int) -> None:
         """One optimizer step of the live copy with the gradient ``_gradients`` wrote."""

@@ -34,15 +34,15 @@ def readout(logits: Tensor, target: Tensor, is_lab: np.ndarray, every_copy: Tens
     picked = logp.gather(1, target.unsqueeze(1)).squeeze(1)
     rows = [predicted.to(logp.dtype), top, picked]
     if every_copy is not None:
-        rows.extend(every_copy.argmax(dim=2).to(logp.dtype).unbind(0))
+        rows.append(every_copy.argmax(dim=2).to(logp.dtype).view(-1))  # (S * B,)
     b = logits.shape[0]
-    host = torch.cat((torch.stack(rows).view(-1), torch.stack(checks).to(logp.dtype))).cpu().numpy()
-    table = host[: len(rows) * b].reshape(len(rows), b)  # (3 [+ S], B)
+    host = torch.cat((*rows, torch.stack(checks))).cpu().numpy()
+    table = host[: host.size - len(checks)].reshape(-1, b)  # (3 [+ S], B)
     loss = np.where(is_lab, -table[2], np.nan).astype(np.float32)
     return Readout(
         predicted=table[0].astype(np.int64),
         confidence=np.exp(table[1]).astype(np.float32),
         loss=loss,
         by_copy=table[3:].astype(np.int64) if every_copy is not None else None,
-        finite=np.isfinite(host[len(rows) * b :]),
+        finite=np.isfinite(host[host.size - len(checks) :]),
     )
