@@ -20,7 +20,7 @@ from plasticd.bench import add_bench_group
 from plasticd.commands import add_commands
 from plasticd.config import Settings, config_file_from_env, load_settings, parse_overrides
 from plasticd.daemon_commands import EXIT_ERROR, EXIT_USAGE, setup
-from plasticd.errors import ConfigError, PlasticdError
+from plasticd.errors import ConfigError, PlasticdError, UsageError
 from plasticd.tools import TOOLS
 
 _SETTINGS_HELP = """\
@@ -31,7 +31,8 @@ given by --config (or $PLASTICD_CONFIG), PLASTICD_* environment variables
 """
 
 
-def _settings_args(parser: argparse.ArgumentParser) -> None:
+def _settings_args(parser: argparse.ArgumentParser, runtime: bool = True) -> None:
+    """The settings options; ``runtime`` False leaves out --device/--seed/--threads (commands that run no model)."""
     g = parser.add_argument_group("settings")
     g.add_argument("--config", type=Path, metavar="FILE", help="TOML settings file (default: $PLASTICD_CONFIG if set)")
     g.add_argument(
@@ -41,9 +42,10 @@ def _settings_args(parser: argparse.ArgumentParser) -> None:
         metavar="SECTION.FIELD=VALUE",
         help="override one setting, e.g. --set train.lr=0.01 (repeatable)",
     )
-    g.add_argument("--device", choices=["auto", "cpu", "cuda"], help="runtime.device (default auto: CUDA when present)")
-    g.add_argument("--seed", type=int, help="runtime.seed (default 0)")
-    g.add_argument("--threads", type=int, help="runtime.threads: torch intra-op threads (default 1; 0 = torch's choice)")
+    if runtime:
+        g.add_argument("--device", choices=["auto", "cpu", "cuda"], help="runtime.device (default auto: CUDA when present)")
+        g.add_argument("--seed", type=int, help="runtime.seed (default 0)")
+        g.add_argument("--threads", type=int, help="runtime.threads: torch intra-op threads (default 1; 0 = torch's choice)")
     g.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="log.level (default info)")
     g.add_argument("--log-format", choices=["auto", "json", "console"], help="log.format (default auto)")
 
@@ -52,9 +54,9 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     """Settings for this invocation: file < env < --set < dedicated flags."""
     overrides = parse_overrides(args.set)
     flag_map = {
-        ("runtime", "device"): args.device,
-        ("runtime", "seed"): args.seed,
-        ("runtime", "threads"): args.threads,
+        ("runtime", "device"): getattr(args, "device", None),
+        ("runtime", "seed"): getattr(args, "seed", None),
+        ("runtime", "threads"): getattr(args, "threads", None),
         ("log", "level"): args.log_level,
         ("log", "format"): args.log_format,
     }
@@ -86,7 +88,7 @@ def _fail(args: argparse.Namespace, message: str, code: int, exc: BaseException 
     """A fatal error on stderr: a JSON event when the log is JSON (or --log-format json asked for it), else a line."""
     from plasticd import log
 
-    as_json = log.is_json() or getattr(args, "log_format", None) == "json"
+    as_json = _stderr_is_json(args)
     fields: dict[str, Any] = {"exit_code": code}
     if exc is not None:
         fields["error_type"] = type(exc).__name__
@@ -101,6 +103,25 @@ def _fail(args: argparse.Namespace, message: str, code: int, exc: BaseException 
     except (OSError, ValueError):
         pass  # stderr is gone: the exit code is all that is left
     return code
+
+
+def _stderr_is_json(args: argparse.Namespace) -> bool:
+    """The one rule for every command's messages on stderr: ``--log-format``, else the log as configured, else
+    ``log.format`` from the environment, else ``auto``: JSON lines unless stderr is a terminal."""
+    import os
+
+    from plasticd import log
+
+    chosen = getattr(args, "log_format", None)
+    if chosen is None and log.configured():
+        return log.is_json()
+    chosen = chosen or os.environ.get("PLASTICD_LOG__FORMAT", "auto")
+    if chosen in ("json", "console"):
+        return chosen == "json"
+    try:
+        return not sys.stderr.isatty()
+    except (OSError, ValueError):
+        return True
 
 
 def _quiet_broken_stdout() -> None:
@@ -119,6 +140,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return func(args)
     except ConfigError as exc:
         return _fail(args, str(exc), EXIT_USAGE, exc)
+    except UsageError as exc:
+        return _fail(args, f"error: {exc}", EXIT_USAGE, exc)
     except PlasticdError as exc:
         return _fail(args, f"error: {exc}", EXIT_ERROR, exc)
     except BrokenPipeError:
@@ -129,9 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return _fail(args, "interrupted", 130)
     except Exception as exc:
-        from plasticd import log
-
-        if log.is_json() or getattr(args, "log_format", None) == "json":  # a bug, but the log stays JSON
+        if _stderr_is_json(args):  # a bug, but the log stays JSON
             return _fail(args, f"internal error: {exc!r}", EXIT_ERROR, exc)
         raise
 

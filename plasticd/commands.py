@@ -38,14 +38,15 @@ def add_commands(
     subparsers: SubParsers,
     modules: Sequence[str],
     *,
-    settings_args: Callable[[argparse.ArgumentParser], None],
+    settings_args: Callable[..., None],
     settings_from_args: Callable[[argparse.Namespace], Settings],
     epilog: str,
     setup: Callable[[Settings], None] | None = None,
 ) -> None:
     """The one way a command is registered: each module in ``modules`` has ``register(subparsers)``, which adds
     its sub-parsers (their options and ``--help``) and returns the parser or a list of them, each with
-    ``set_defaults(run=RUN)``. Every one gets the settings options and the command-line epilog; running it
+    ``set_defaults(run=RUN)`` (and ``settings_runtime=False`` for a command that runs no model: no
+    --device/--seed/--threads). Every one gets the settings options and the command-line epilog; running it
     resolves the settings, calls ``setup`` (when given) and then ``RUN(settings, args)``.
 
     The modules are imported while the parser is built, for every ``plasticd`` command, so they keep heavy
@@ -64,5 +65,5 @@ def add_commands(
         for parser in added if isinstance(added, list) else [added]:
             if parser.epilog is None:
                 parser.epilog = epilog
-            settings_args(parser)
+            settings_args(parser, runtime=parser.get_default("settings_runtime") is not False)
             parser.set_defaults(func=func)

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -93,7 +93,7 @@ class EvolutionSettings(_Section):
     )
     spawn_on_drift: bool = Field(True, description="a drift alarm of the champion starts a fresh challenger of its genome")
     repair_every: int = Field(
-        2000, ge=0, description="labelled samples between neural-repair passes over every candidate (0: never)"
+        0, ge=0, description="labelled samples between neural-repair passes over every candidate (0: repair only as a mutation)"
     )
     max_neurons: int = Field(800, ge=2, le=65536, description="largest N a genome may have")
 
@@ -223,6 +223,25 @@ class MetricsSettings(_Section):
         " RestrictAddressFamilies= must then allow AF_INET, or AF_INET6 for ::)",
     )
     port: int = Field(9464, ge=0, le=65535, description="TCP port (0: any free port, named in the metrics.listening event)")
+
+    @field_validator("host")
+    @classmethod
+    def _an_address_or_a_host_name(cls, host: str) -> str:
+        """An IPv4/IPv6 address or a host name (RFC 1123); all-numeric dotted names must be valid IPv4."""
+        import ipaddress
+        import re
+
+        try:
+            ipaddress.ip_address(host)
+            return host
+        except ValueError:
+            pass
+        label = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)"
+        numeric = re.fullmatch(r"[0-9.]+", host) is not None
+        if numeric or len(host) > 253 or not re.fullmatch(rf"{label}(\.{label})*\.?", host):
+            raise ValueError(f"{host!r} is neither an IP address (e.g. 127.0.0.1, ::1) nor a host name (e.g. localhost)")
+        return host
+
     stall_seconds: float = Field(
         60.0,
         gt=0.0,

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 from plasticd.commands import SubParsers, positive_int
 from plasticd.config import Settings
-from plasticd.errors import ConfigError
+from plasticd.errors import ConfigError, PlasticdError
 from plasticd.threads import set_threads
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
@@ -73,7 +72,7 @@ def register(subparsers: SubParsers) -> list[argparse.ArgumentParser]:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--json", action="store_true", help="print the raw status JSON")
-    p.set_defaults(run=cmd_status)
+    p.set_defaults(run=cmd_status, settings_runtime=False)  # no model: no --device/--seed/--threads
     out.append(p)
 
     p = subparsers.add_parser(
@@ -152,12 +151,10 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
 
     status = read_status(settings.paths.state)
     if status is None:
-        print(
-            f"plasticd status: no status file in {settings.paths.state.absolute()} (has the daemon run here? "
-            "relative paths are taken from paths.root, else the working directory)",
-            file=sys.stderr,
+        raise PlasticdError(
+            f"status: no status file in {settings.paths.state.absolute()} (has the daemon run here? "
+            "relative paths are taken from paths.root, else the working directory)"
         )
-        return EXIT_ERROR
     print(json.dumps(status, indent=2) if args.json else render(status))
     return EXIT_OK if is_running(status) else EXIT_NOT_RUNNING
 

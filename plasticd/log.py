@@ -173,6 +173,11 @@ def reopen() -> Path | None:
     return path
 
 
+def configured() -> bool:
+    """Whether ``configure`` has run in this process."""
+    return _format is not None
+
+
 def is_json() -> bool:
     """Whether the terminal gets JSON lines (after ``configure``)."""
     return _format == "json"

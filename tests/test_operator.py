@@ -173,9 +173,9 @@ def test_ingest_survives_a_closed_stderr_pipe(root: Path) -> None:
 
 def test_fatal_errors_are_json_when_the_log_is_json(root: Path) -> None:
     out = plasticd(root, "ingest", "nowhere", "--config", "plasticd.toml", "--log-format", "json")
-    assert out.returncode == 1
+    assert out.returncode == 2  # a caller mistake (issue 20)
     (event,) = json_lines(out.stderr)
-    assert event["event"] == "plasticd.failed" and "nowhere" in event["message"] and event["exit_code"] == 1
+    assert event["event"] == "plasticd.failed" and "nowhere" in event["message"] and event["exit_code"] == 2
 
 
 def test_sample_processed_is_debug_under_the_daemon(root: Path) -> None:

@@ -38,7 +38,7 @@ class _NowASubcommand(argparse.Action):
 def add_bench_group(
     subparsers: SubParsers,
     *,
-    settings_args: Callable[[argparse.ArgumentParser], None],
+    settings_args: Callable[..., None],
     settings_from_args: Callable[[argparse.Namespace], Settings],
     setup: Callable[[Settings], None],
     epilog: str,

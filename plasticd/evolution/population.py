@@ -17,8 +17,10 @@ the population
    crossovers, inheriting weights where the change allows (mutation.py).
 
 A drift alarm of the champion starts a fresh challenger of the champion's
-genome (ARF's background learner); every ``repair_every`` samples each
-candidate is checked for dead, saturated or exploding neurons (repair.py).
+genome (ARF's background learner). Repair (repair.py) is a mutation: a
+share of the children are the champion with its dead, saturated or
+exploding neurons replaced, judged like any other child; with
+``repair_every`` it is also maintenance on every candidate.
 All decisions depend on sample counts and modelled work only, so ``state``
 / ``load_state`` continue the whole population bit-identically.
 """
@@ -41,7 +43,7 @@ from plasticd.evolution.budget import Budget, active_parameters, step_cost, work
 from plasticd.evolution.genome import Genome
 from plasticd.evolution.mutation import crossover, mutate, spawn
 from plasticd.evolution.pareto import dominates, fronts
-from plasticd.evolution.promotion import Score, Verdict, cost_penalty, judge
+from plasticd.evolution.promotion import Score, Verdict, cost_penalty, hoeffding, judge
 from plasticd.evolution.repair import repair
 from plasticd.learn.engine import Engine, StepResult, resolve_device
 from plasticd.learn.prequential import MetricsSnapshot
@@ -49,6 +51,7 @@ from plasticd.learn.reports import DriftReport, Report
 
 MAX_AGE = 8  # a challenger is retired after MAX_AGE × min_samples scored samples without a promotion
 CROSSOVER_SHARE = 0.3  # share of children made by crossover when the front has two or more parents
+REPAIR_SHARE = 0.2  # share of children that are the champion with its faulty neurons repaired (repair as a mutation)
 PREFIX = "evolution."  # challengers' tensors in a checkpoint: evolution.<slot>.<engine tensor name>
 
 
@@ -212,6 +215,8 @@ class Population:
         points = [(0.0, self.candidates[0].work, float(self.candidates[0].size))]
         for c in self.challengers:
             rel = c.score.error - c.score.champion_error if c.score.n >= self.ev.min_samples else 1.0
+            if c.score.n >= self.ev.min_samples and abs(rel) <= 2.0 * hoeffding(c.score.n, self.ev.confidence):
+                rel = 0.0  # within the bound: a tie, so a rival of the champion's shape is not "dominated" by noise
             points.append((rel, c.work, float(c.size)))
         return points
 
@@ -272,7 +277,10 @@ class Population:
         """A child of the front: a crossover of two front members or a one-gene mutation of one."""
         front = [i for i in self.front() if i == 0 or self.candidates[i].score.n >= self.ev.min_samples]
         parents = [self.candidates[i] for i in front]
-        if len(parents) >= 2 and self.rng.random() < CROSSOVER_SHARE:
+        roll = self.rng.random()
+        if not initial and roll < REPAIR_SHARE:
+            return self._repaired_child(self.candidates[0])
+        if len(parents) >= 2 and roll < REPAIR_SHARE + CROSSOVER_SHARE:
             a, b = (parents[i] for i in self.rng.choice(len(parents), size=2, replace=False))
             genome, origin, parent = crossover(a.genome, b.genome, self.rng), "crossover", a
         else:
@@ -288,6 +296,19 @@ class Population:
         child = spawn(self.settings, genome, seed, self.device, donor)
         genome = genome.with_gene("neurons", child.engine.cfg.neurons)  # what the doors could make
         return Candidate(genome, child.engine, child.base_neurons, seed, self.trained, origin, child.inherited)
+
+    def _repaired_child(self, parent: Candidate) -> Candidate:
+        """Repair as a mutation: a copy of ``parent`` (its whole state) whose faulty neurons are replaced; it then has
+        to earn its promotion like any other child. Without anything to repair, a plain one-gene mutation instead."""
+        child = self._make(parent.genome, "repair", parent)
+        report = repair(child.engine)
+        if report is None:
+            genome, gene = mutate(parent.genome, self.rng, self.ev.max_neurons)
+            return self._make(genome, f"mutation:{gene}", parent)
+        self._events.append(EvolutionEvent("evolution.repaired", {
+            "trained": self.trained, "candidate": "child", "label": parent.genome.label(), **report.to_dict(),
+        }))  # fmt: skip
+        return child
 
     def _spawn_at_drift(self) -> None:
         """ARF's background learner: a fresh network of the champion's genome, in the worst challenger's slot if full."""

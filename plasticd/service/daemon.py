@@ -26,7 +26,7 @@ import torch
 
 from plasticd.config import Settings
 from plasticd.data.fashion_mnist import Split, load_split
-from plasticd.errors import ConfigError, DatasetError, ModelLockedError, PlasticdError
+from plasticd.errors import ConfigError, DatasetError, ModelLockedError, PlasticdError, UsageError
 from plasticd.learn.engine import Engine
 from plasticd.learn.prequential import MetricsSnapshot
 from plasticd.log import get_logger
@@ -245,7 +245,8 @@ def run_inbox(settings: Settings) -> RunSummary:
 def run_ingest(settings: Settings, folder: Path, destination: Path, progress: bool = True) -> RunSummary:
     """One-shot: the same pipeline over ``folder``, files to ``destination``; returns when it is drained."""
     if not folder.is_dir():
-        raise PlasticdError(f"ingest: {folder} is not a folder")
+        what = "does not exist" if not folder.exists() else "is not a folder"
+        raise UsageError(f"ingest: FOLDER {folder.absolute()} {what}")
     folders = {"FOLDER": folder, "--to": destination, **_data_folders(settings, "failed", "work", "checkpoints", "state")}
     check_folders(folders, "FOLDER")
     p = settings.paths

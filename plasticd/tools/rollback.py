@@ -47,7 +47,7 @@ from typing import Any
 
 from plasticd.commands import SubParsers
 from plasticd.config import Settings
-from plasticd.errors import CheckpointError, ModelLockedError
+from plasticd.errors import CheckpointError, ModelLockedError, UsageError
 
 ASIDE_PREFIX = "rolled-back-"
 MANIFEST = "ROLLBACK.json"
@@ -199,7 +199,7 @@ def rollback(settings: Settings, seq: int) -> RollbackResult | None:
     store = CheckpointStore(settings.paths.checkpoints, keep=len(infos) + 1)  # its save must rotate nothing away
     if seq not in {info.seq for info in infos}:
         listed = ", ".join(str(info.seq) for info in infos) or "none"
-        raise CheckpointError(f"no checkpoint {seq} in {store.folder} (checkpoints: {listed}); see plasticd checkpoints")
+        raise UsageError(f"no checkpoint {seq} in {store.folder} (checkpoints: {listed}); see plasticd checkpoints")
     target = store.load(seq)
     newest = store.load_latest()
     assert newest is not None  # target exists

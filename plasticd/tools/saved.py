@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from plasticd.config import Settings
-from plasticd.errors import CheckpointError
+from plasticd.errors import CheckpointError, UsageError
 from plasticd.service.checkpoint_store import CheckpointInfo, CheckpointStore, LoadedCheckpoint
 
 if TYPE_CHECKING:
@@ -37,6 +37,9 @@ def store_for_reading(settings: Settings) -> CheckpointStore:
 def load_checkpoint(store: CheckpointStore, seq: int | None = None) -> LoadedCheckpoint:
     """Checkpoint ``seq``, or the newest that verifies; CheckpointError when there is none."""
     if seq is not None:
+        if not (store.folder / f"ckpt-{seq:010d}.json").is_file():
+            listed = ", ".join(str(info.seq) for info in store.list()) or "none"
+            raise UsageError(f"no checkpoint {seq} in {store.folder} (checkpoints: {listed}); see plasticd checkpoints")
         return store.load(seq)
     for attempt in range(RACE_RETRIES):
         before = [info.seq for info in store.list()]
