@@ -19,7 +19,7 @@ from plasticd import __version__
 from plasticd.bench import add_bench_group
 from plasticd.commands import add_commands
 from plasticd.config import Settings, config_file_from_env, load_settings, parse_overrides
-from plasticd.daemon_commands import EXIT_ERROR, EXIT_USAGE, setup
+from plasticd.daemon_commands import EXIT_ERROR, EXIT_USAGE, quiet_broken_stdout, setup
 from plasticd.errors import ConfigError, PlasticdError, UsageError
 from plasticd.tools import TOOLS
 
@@ -124,17 +124,10 @@ def _stderr_is_json(args: argparse.Namespace) -> bool:
         return True
 
 
-def _quiet_broken_stdout() -> None:
-    """stdout's reader went away (``plasticd status | head``): stop writing there, without a traceback at exit."""
-    import os
-
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # as given: the launcher hands its replicas the same
     func: Callable[[Any], int] = args.func
     try:
         return func(args)
@@ -145,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PlasticdError as exc:
         return _fail(args, f"error: {exc}", EXIT_ERROR, exc)
     except BrokenPipeError:
-        _quiet_broken_stdout()
+        quiet_broken_stdout()
         return EXIT_ERROR
     except OSError as exc:  # a folder or file the operator pointed at: missing, read-only, full, ...
         return _fail(args, f"error: {exc}", EXIT_ERROR, exc)

@@ -257,10 +257,15 @@ class ReplicaSettings(_Section):
         64, ge=1, description="replicas combine their weights after this many labelled samples, counted over the group"
     )
     sync_seconds: float = Field(10.0, gt=0.0, description="... or after this many seconds with something learned")
-    combine: Literal["sum", "mean"] = Field(
+    combine: Literal["sum", "mean", "outer"] = Field(
         "sum",
         description="sum: the agreed weights plus every replica's change since the last sync (the group moves as one "
-        "model that took every replica's steps); mean: the replicas' weights averaged",
+        "model that took every replica's steps); mean: the replicas' weights averaged; outer: an outer SGD step with "
+        "Nesterov momentum on the averaged change (DiLoCo, replicas.outer_lr and outer_momentum)",
+    )
+    outer_lr: float = Field(0.7, gt=0.0, description="combine = outer: the outer step's rate on the averaged change")
+    outer_momentum: float = Field(
+        0.9, ge=0.0, lt=1.0, description="combine = outer: Nesterov momentum of the outer step (0: none)"
     )
     timeout_seconds: float = Field(
         60.0, gt=0.0, description="a replica that cannot reach its group, or waits this long for a peer, exits with code 1"

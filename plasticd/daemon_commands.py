@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from plasticd.commands import SubParsers, positive_int
@@ -40,6 +41,17 @@ def register(subparsers: SubParsers) -> list[argparse.ArgumentParser]:
     )
     p.add_argument("--epochs", type=positive_int, default=1, help="fashion-mnist: passes over the stream (default 1)")
     p.add_argument("--limit", type=positive_int, help="fashion-mnist: samples per pass (default: all 60000)")
+    g = p.add_argument_group(
+        "replicas",
+        '--replicas N starts N replicas on this host that learn one model (README "Replicas"): torch\'s elastic '
+        "agent in this process, exit 0 once every replica stopped cleanly after SIGTERM/SIGINT, 1 when one did not "
+        "or the group failed more than --max-restarts times",
+    )
+    g.add_argument("--replicas", type=positive_int, metavar="N", help="replicas on this host (default: one process, no group)")
+    g.add_argument("--nnodes", type=positive_int, default=1, help="hosts in the group, one launcher each (default 1)")
+    g.add_argument("--rdzv-endpoint", default="", metavar="HOST:PORT", help="node 0's rendezvous address (needed past 1 host)")
+    g.add_argument("--rdzv-id", default="", metavar="NAME", help="the group's name at the rendezvous (the same on every host)")
+    g.add_argument("--max-restarts", type=int, default=3, help="restarts of the group after a replica died (default 3)")
     p.set_defaults(run=cmd_run)
     out.append(p)
 
@@ -110,6 +122,16 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     from plasticd.service import daemon
 
     replica = group.from_env()  # torchrun's RANK/WORLD_SIZE; one replica is the plain daemon, bit for bit
+    if args.replicas is not None and replica is None:
+        if args.source == "fashion-mnist":
+            raise ConfigError("--replicas runs the inbox daemon (--source inbox); the fashion-mnist stream runs in one process")
+        from plasticd.distributed import launcher
+
+        how = launcher.Launch(
+            replicas=args.replicas, nnodes=args.nnodes, endpoint=args.rdzv_endpoint, run_id=args.rdzv_id,
+            max_restarts=args.max_restarts, stop_seconds=int(settings.replicas.timeout_seconds) + launcher.STOP_GRACE_S,
+        )  # fmt: skip
+        return launcher.launch(how, args.argv)
     if replica is not None and replica.world_size > 1 and args.source != "fashion-mnist":
         from plasticd.distributed.replica import run_replica
 
@@ -128,7 +150,7 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
     s = daemon.run_ingest(settings, args.folder, args.to, progress=not args.no_progress)
     acc = "-" if s.accuracy is None else f"{s.accuracy:.4f}"
     rate = s.files_processed / s.seconds if s.seconds > 0 else 0.0
-    print(
+    _print_answer(
         f"ingest {args.folder} -> {args.to}: this run processed {s.files_processed} files ({s.samples} samples, "
         f"{s.samples_labelled} labelled), failed {s.files_failed} (see {settings.paths.failed}), "
         f"prequential accuracy {acc} this run, {rate:.1f} files/s; the model has learned {s.samples_trained} samples in total"
@@ -144,6 +166,23 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
         )
         return EXIT_ERROR
     return EXIT_OK
+
+
+def _print_answer(text: str) -> None:
+    """Print a command's answer; a reader that went away (``| head -1``) does not turn the work's outcome
+    into a failure: the exit code still says how the work went."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        quiet_broken_stdout()
+
+
+def quiet_broken_stdout() -> None:
+    """stdout's reader went away (``plasticd status | head``): stop writing there, without a traceback at exit."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:

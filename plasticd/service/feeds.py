@@ -31,7 +31,7 @@ class Item:
     key: str  # stable id: predictions are "<key>#<index>"
     name: str  # what people see: the original file name, or "fashion-mnist/train/<i>"
     load: Callable[[], SampleBatch]  # raises SampleError for a bad file
-    arrived: float  # wall-clock time the item arrived (a file's mtime), for latency
+    arrived: float  # wall-clock time the daemon first saw the item (not the file's mtime), where latency starts
     claim: Claim | None = None
 
 
@@ -77,11 +77,15 @@ class FileFeed:
         self.input_dim, self.num_classes, self.limits = input_dim, num_classes, limits
         self.recovered: deque[Claim] = deque()
 
-    def _item(self, claim: Claim) -> Item:
-        try:
-            arrived = os.lstat(claim.path).st_mtime
-        except OSError:
-            arrived = time.time()
+    def _item(self, claim: Claim, seen: float | None = None) -> Item:
+        """``seen``: when the source first saw the file; a claim recovered from an earlier run counts from its
+        claim (the rename into the work area set its ctime), never from the producer's mtime."""
+        if seen is None:
+            try:
+                seen = os.lstat(claim.path).st_ctime
+            except OSError:
+                seen = time.time()
+        arrived = seen
         return Item(
             key=claim.key,
             name=claim.original_name,
@@ -95,13 +99,13 @@ class FileFeed:
         while self.recovered and len(items) < limit:
             items.append(self._item(self.recovered.popleft()))
         while len(items) < limit:
-            paths = self.source.take(limit - len(items))
+            paths = self.source.take_seen(limit - len(items))
             if not paths:
                 break
-            for path in paths:
+            for path, seen in paths:
                 claim = self.claimer.claim(path)
                 if claim is not None:  # None: another process took it first
-                    items.append(self._item(claim))
+                    items.append(self._item(claim, seen))
         return items
 
     @property

@@ -129,11 +129,29 @@ class DaemonCollector(Collector):
         ):
             if status.get(key) is not None:  # accuracy and loss are unknown before the first label: absent, not 0
                 yield GaugeMetricFamily(f"{NAMESPACE}_{key}", doc, value=status[key])
+        yield from _replica_metrics(status.get("replicas") or [])
         last = status.get("last_checkpoint")
         if last is not None:
             yield GaugeMetricFamily(
                 f"{NAMESPACE}_checkpoint_last_seq", "Sequence number of the newest checkpoint", value=last["seq"]
             )
+
+
+def _replica_metrics(replicas: list[dict]) -> Iterator[Metric]:
+    """Each replica's own counts since the group started, labelled by rank (a group's status; the totals above)."""
+    if not replicas:
+        return
+    for key, doc, family in (
+        ("files_processed", "Files this replica predicted and learned since the group started", CounterMetricFamily),
+        ("files_failed", "Files this replica quarantined since the group started", CounterMetricFamily),
+        ("samples", "Samples this replica predicted since the group started", CounterMetricFamily),
+        ("queue_depth", "Items waiting in this replica's feed", GaugeMetricFamily),
+        ("pending_files", "Files this replica learned and has not moved on yet", GaugeMetricFamily),
+    ):
+        metric = family(f"{NAMESPACE}_replica_{key}", doc, labels=["rank"])
+        for entry in replicas:
+            metric.add_metric([str(entry["rank"])], float(entry.get(key, 0)))
+        yield metric
 
 
 class Exporter:
