@@ -39,6 +39,7 @@ from plasticd.engine_settings import Section as _Section
 from plasticd.errors import ConfigError
 from plasticd.samples.limits import DEFAULT_LIMITS  # the caps' one home: these settings expose three of them
 
+LOOP_WAIT_SECONDS = 0.2  # the worker loop's longest idle wait for a message: its period when idle (service/worker.py)
 _TOML_FILE: contextvars.ContextVar[Path | None] = contextvars.ContextVar("plasticd_toml_file", default=None)
 
 
@@ -246,8 +247,28 @@ class MetricsSettings(_Section):
         60.0,
         gt=0.0,
         description="/healthz answers 503 once the worker loop has not turned for this long (a step, rewiring"
-        " cycle or checkpoint that takes longer counts as a stall)",
+        f" cycle or checkpoint that takes longer counts as a stall); above the loop's own period ({LOOP_WAIT_SECONDS:g} s)",
     )
+    predict: bool = Field(
+        True, description="serve POST /predict: the live model's predictions (never learned from) on the same server"
+    )
+    snapshot_ms: float = Field(
+        5.0,
+        ge=0.0,
+        description="while it learns, the worker publishes the snapshot POST /predict answers from at most this often"
+        " (and at once when its queue is empty; never more than 1/20 of its time cloning)",
+    )
+
+    @field_validator("stall_seconds")
+    @classmethod
+    def _stall_above_the_loop_period(cls, value: float) -> float:
+        if value <= LOOP_WAIT_SECONDS:
+            raise ValueError(
+                f"{value:g} s is not above the worker loop's own period: an idle loop turns"
+                f" every {LOOP_WAIT_SECONDS:g} s (it waits that long for work), so /healthz would call each idle wait a"
+                f" stall; use more than {LOOP_WAIT_SECONDS:g} (default 60)"
+            )
+        return value
 
 
 class ReplicaSettings(_Section):

@@ -21,7 +21,7 @@ from plasticd.commands import SubParsers, add_commands
 from plasticd.config import Settings
 
 # modules of this package, in --help order
-BENCHMARKS = ("learn", "step", "daemon", "growth", "continual", "drift", "detectors", "scale", "evolve")
+BENCHMARKS = ("learn", "step", "daemon", "predict", "growth", "continual", "drift", "detectors", "scale", "evolve")
 
 _OLD_FLAGS = {"--daemon": "daemon", "--growth": "growth", "--continual": "continual"}
 

@@ -47,6 +47,11 @@ class Feed(Protocol):
         """Items known to be waiting (for the status file and progress events)."""
         ...
 
+    def waiting_since(self) -> float | None:
+        """Wall-clock time the oldest item still waiting was first seen by this process; None when nothing waits
+        (thread-safe: the metrics exporter reads it)."""
+        ...
+
     def scan(self) -> None:
         """Look for new work (a folder listing: file-system events can be dropped)."""
         ...
@@ -76,6 +81,7 @@ class FileFeed:
         self.claimer = claimer
         self.input_dim, self.num_classes, self.limits = input_dim, num_classes, limits
         self.recovered: deque[Claim] = deque()
+        self.requeued_at = 0.0  # wall-clock time of the last requeue (recovered claims wait since then)
 
     def _item(self, claim: Claim, seen: float | None = None) -> Item:
         """``seen``: when the source first saw the file; a claim recovered from an earlier run counts from its
@@ -112,6 +118,9 @@ class FileFeed:
     def backlog(self) -> int:
         return len(self.recovered) + self.source.backlog
 
+    def waiting_since(self) -> float | None:
+        return self.requeued_at if self.recovered else self.source.waiting_since()
+
     def scan(self) -> None:
         self.source.scan()
 
@@ -120,6 +129,8 @@ class FileFeed:
         return self.backlog == 0
 
     def requeue(self, claims: list[Claim]) -> None:
+        if not self.recovered:
+            self.requeued_at = time.time()
         self.recovered.extend(claims)
 
     def resume_state(self) -> dict:
@@ -171,6 +182,9 @@ class StreamFeed:
     @property
     def backlog(self) -> int:
         return self.total - self.position
+
+    def waiting_since(self) -> float | None:
+        return None  # a stream's samples do not wait: they are read when taken
 
     def scan(self) -> None:
         pass  # every sample of a stream is known from the start

@@ -140,6 +140,11 @@ class FolderSource:
         with self._lock:
             return len(self._ready)
 
+    def waiting_since(self) -> float | None:
+        """Wall-clock time this process first saw the oldest file still waiting to be taken; None when none waits."""
+        with self._lock:
+            return next(iter(self._ready.values()), None)
+
 
 class _Hints(FileSystemEventHandler):
     def __init__(self, source: InboxSource) -> None:
