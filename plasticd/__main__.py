@@ -1,9 +1,20 @@
+"""``python -m plasticd`` and the ``plasticd`` command (``[project.scripts]``): stop signals are recorded first.
+
+``main`` installs the early SIGTERM/SIGINT handlers before it imports the command line (pydantic, torch,
+the benchmarks: seconds on a cold cache), so a stop during start-up is a clean exit 0, never a kill.
+"""
+
 import sys
 
 from plasticd.service import signals
 
-signals.install_early(signals.worker_command(sys.argv[1:]))  # before the slow imports: SIGTERM at start-up exits 0
 
-from plasticd.cli import main  # noqa: E402 - after the early signal handlers, on purpose
+def main() -> int:
+    signals.install_early(signals.worker_command(sys.argv[1:]))  # before the slow imports
+    from plasticd.cli import main as cli_main  # after the early signal handlers, on purpose
 
-sys.exit(main())
+    return cli_main()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -15,6 +15,11 @@ class ConfigError(PlasticdError):
     """The settings (file, environment or flags) are invalid."""
 
 
+class UsageError(PlasticdError):
+    """The caller asked for something that does not exist or cannot be (exit code 2), e.g. a checkpoint SEQ
+    that is not in the folder, or an ingest FOLDER that is not a folder."""
+
+
 class DatasetError(PlasticdError):
     """A dataset is missing or its files are malformed."""
 

@@ -231,7 +231,7 @@ def worker_around(settings, engine, root: Path):
     For tests that hand the worker messages (``Worker.handle``) rather than files.
     """
     from plasticd.samples import Limits
-    from plasticd.service.checkpoints import CheckpointStore
+    from plasticd.service.checkpoint_store import CheckpointStore
     from plasticd.service.claims import Claimer, WorkArea
     from plasticd.service.feeds import FileFeed
     from plasticd.service.notify import Notifier

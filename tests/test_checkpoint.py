@@ -15,8 +15,8 @@ import torch
 from structlog.testing import capture_logs
 
 from plasticd.errors import CheckpointError
-from plasticd.service import checkpoints as checkpoint
-from plasticd.service.checkpoints import FORMAT_VERSION, CheckpointStore
+from plasticd.service import checkpoint_store as checkpoint
+from plasticd.service.checkpoint_store import FORMAT_VERSION, CheckpointStore
 from tests.helpers import events_named, fail_fsync, fail_rename, no_space
 
 

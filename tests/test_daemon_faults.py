@@ -16,7 +16,7 @@ import pytest
 
 from plasticd.config import load_settings
 from plasticd.learn.engine import Engine
-from plasticd.service.checkpoints import CheckpointStore
+from plasticd.service.checkpoint_store import CheckpointStore
 from tests.helpers import Daemon, drop, files_in, predictions, sample_json, wait_until, work_files, write_config
 
 pytestmark = pytest.mark.slow

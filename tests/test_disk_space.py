@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from plasticd.service.checkpoints import CheckpointStore
+from plasticd.service.checkpoint_store import CheckpointStore
 from tests.helpers import Daemon, drop, files_in, sample_json, wait_until, work_files, write_config
 
 pytestmark = pytest.mark.slow

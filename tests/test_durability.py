@@ -19,7 +19,7 @@ from structlog.testing import capture_logs
 from plasticd import fsutil
 from plasticd.fsutil import NAME_MAX, fit_name
 from plasticd.service import claims, daemon, signals
-from plasticd.service.checkpoints import CheckpointStore
+from plasticd.service.checkpoint_store import CheckpointStore
 from plasticd.service.messages import Checkpoint
 from plasticd.service.notify import Notifier
 from plasticd.service.predictions import PredictionWriter

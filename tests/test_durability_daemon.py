@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from plasticd.service.checkpoints import CheckpointStore
+from plasticd.service.checkpoint_store import CheckpointStore
 from tests.helpers import Daemon, drop, files_in, fill, sample_json, wait_until, write_config
 
 SIDECAR = ".error.json"
@@ -52,10 +52,12 @@ def test_sighup_reopens_the_log_file_and_the_daemon_goes_on(tmp_path: Path) -> N
     assert "daemon.stopped" in log_file.read_text()
 
 
-def test_sigterm_during_start_up_exits_cleanly(tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", ["python -m plasticd", "plasticd"])  # the console script too (issue 20)
+def test_sigterm_during_start_up_exits_cleanly(tmp_path: Path, command: str) -> None:
     write_config(tmp_path)
+    program = [sys.executable, "-m", "plasticd"] if command != "plasticd" else [str(Path(sys.executable).parent / "plasticd")]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "plasticd", "run", "--config", str(tmp_path / "plasticd.toml")],
+        [*program, "run", "--config", str(tmp_path / "plasticd.toml")],
         cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
     maps = Path(f"/proc/{proc.pid}/maps")

@@ -77,7 +77,7 @@ def _check_resume(settings) -> None:
 
 
 def test_a_checkpoint_round_trip_through_the_store_is_bit_identical(tmp_path) -> None:
-    from plasticd.service.checkpoints import CheckpointStore
+    from plasticd.service.checkpoint_store import CheckpointStore
 
     settings = _settings({"optimizer": "adam", "average_decay": 0.99, "average_every": 1})
     x, y = toy_data(96, seed=4)

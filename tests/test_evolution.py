@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from plasticd.config import Settings
+from plasticd.evolution.budget import STEP_OVERHEAD, step_cost
 from plasticd.evolution.genome import LADDERS, Genome
 from plasticd.evolution.mutation import crossover, mutate, spawn
 from plasticd.evolution.pareto import champion_rule, dominates, fronts
@@ -14,7 +15,7 @@ from plasticd.evolution.population import PREFIX, Population
 from plasticd.evolution.promotion import Score, judge
 from plasticd.evolution.repair import diagnose, repair
 from plasticd.learn.engine import Engine
-from plasticd.service.checkpoints import CheckpointStore
+from plasticd.service.checkpoint_store import CheckpointStore
 
 torch.set_num_threads(1)
 
@@ -180,8 +181,8 @@ def test_the_budget_is_respected(budget: float, batch: int) -> None:
     _run(pop, x, y, batch=batch)
     b = pop.budget
     allowed = min(budget, 0.4) if batch == 8 else budget
-    one_step = max(c.work for c in pop.challengers) * batch
-    assert b.champion_work == pytest.approx(pop.candidates[0].work * 1600, rel=0.05)
+    one_step = step_cost(max(c.work for c in pop.challengers), batch)
+    assert b.champion_work == pytest.approx(pop.candidates[0].work * 1600 + STEP_OVERHEAD * 1600 / batch, rel=0.05)
     assert b.challenger_work <= allowed * b.champion_work + one_step
     assert b.challenger_work >= 0.8 * allowed * b.champion_work - one_step, "the budget is also spent"
     assert all(c.score.n > 0 for c in pop.challengers if c.born < 1200)
@@ -257,3 +258,37 @@ def test_the_daemon_refuses_evolution_with_a_message(tmp_path, monkeypatch: pyte
     (tmp_path / "todo").mkdir()
     assert cli.main(["ingest", "todo", "--to", "done", "--set", "evolution.enabled=true", "--device", "cpu"]) == 2
     assert "evolution.enabled" in capsys.readouterr().err
+
+
+def test_the_engine_and_the_population_are_both_learners() -> None:
+    """One seam for the pipeline: build_learner gives a Population with evolution.enabled, else the Engine."""
+    from plasticd.evolution.learner import Learner, build_learner
+
+    on, off = build_learner(_settings(population=1), "cpu"), build_learner(_settings(enabled=False), "cpu")
+    assert isinstance(on, Population) and isinstance(off, Engine)
+    assert isinstance(on, Learner) and isinstance(off, Learner)
+    x, y = _stream(64, seed=11)
+    assert np.array_equal(np.concatenate(_run(on, x, y)), np.concatenate(_run(off, x, y))), "no promotion yet: the same champion"
+
+
+# ------------------------------------------------------------------ the benchmark
+
+
+def test_bench_evolve_runs_on_off_static_and_a_grid(tmp_path) -> None:
+    """One tiny run of ``plasticd bench evolve``: every contender scored, the grid's hindsight best reported."""
+    import json
+
+    from plasticd.bench.evolve import EvolveOptions, run_evolve
+
+    opts = EvolveOptions(
+        streams=("sine-abrupt",), samples=400, grid_neurons=(16,), grid_iterations=(1, 2), grid_rewiring=(True,),
+        grid_lr=(1.0,), json_out=tmp_path / "e.json", markdown_out=tmp_path / "e.md",
+    )  # fmt: skip
+    settings = Settings(evolution={"population": 1, "min_samples": 100, "check_every": 50}, runtime={"device": "cpu"})
+    assert run_evolve(settings, opts) == 0
+    results = json.loads((tmp_path / "e.json").read_text())["results"]
+    assert {r["contender"] for r in results} == {"on", "off", "static", "grid:N16:K1:rw1:lr1", "grid:N16:K2:rw1:lr1"}
+    assert all(0.0 <= r["prequential"] <= 1.0 and r["samples"] == 400 for r in results)
+    on = next(r for r in results if r["contender"] == "on")
+    assert on["extra"]["champion"]["label"] and on["extra"]["budget"]["challenger_work"] > 0
+    assert "grid best (hindsight)" in (tmp_path / "e.md").read_text()

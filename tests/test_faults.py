@@ -20,7 +20,7 @@ from structlog.testing import capture_logs
 
 from plasticd.errors import CheckpointError
 from plasticd.service import daemon
-from plasticd.service.checkpoints import CheckpointStore
+from plasticd.service.checkpoint_store import CheckpointStore
 from plasticd.service.sources import FolderSource
 from plasticd.service.worker import Worker
 from tests.helpers import CLASSES, DIM, drop, events_named, fail_fsync, fail_rename, files_in, sample_json, small_settings

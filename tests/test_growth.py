@@ -9,7 +9,7 @@ from plasticd.learn.engine import Engine
 from plasticd.model import growth
 from plasticd.model.optim import state_tensors
 from plasticd.model.plastic_net import NetConfig, forward, init_params
-from plasticd.service.checkpoints import CheckpointStore
+from plasticd.service.checkpoint_store import CheckpointStore
 from tests.helpers import small_settings, toy_data
 
 ACTIVATIONS = ["relu", "tanh"]

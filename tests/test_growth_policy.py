@@ -9,7 +9,8 @@ from structlog.testing import capture_logs
 
 from plasticd.config import Settings
 from plasticd.learn.engine import Engine
-from plasticd.learn.growth_policy import PlateauDetector, budget_allows, step_cost
+from plasticd.learn.growth_policy import budget_allows, step_cost
+from plasticd.learn.plateau import PlateauDetector
 from plasticd.learn.reports import GrowthReport, log_growth
 from plasticd.log import get_logger
 from tests.helpers import small_settings
@@ -222,7 +223,8 @@ def test_daemon_grows_checkpoints_and_resumes_at_the_grown_size(tmp_path, fashio
 
 
 def test_a_growth_pays_only_beyond_the_pre_growth_trend_and_is_judged_once() -> None:
-    from plasticd.learn.growth_policy import GrowthPolicy, Plateau
+    from plasticd.learn.growth_policy import GrowthPolicy
+    from plasticd.learn.plateau import Plateau
 
     s = small_settings(growth={"enabled": True, "patience": 2, "max_neurons": 1000})
     policy = GrowthPolicy(s.growth, s.model)

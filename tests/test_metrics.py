@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from plasticd.learn.metrics import PrequentialMetrics
+from plasticd.learn.prequential import PrequentialMetrics
 
 
 def test_window_tracks_only_the_most_recent_labelled_samples() -> None:

@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from plasticd.errors import PlasticdError
 from plasticd.learn.engine import Engine
 from plasticd.learn.reports import DriftReport
-from plasticd.service.exporter import Exporter, LoopHealth
+from plasticd.service.prometheus import Exporter, LoopHealth
 from tests.helpers import Daemon, drop, fail_fsync, files_in, sample_json, small_settings, wait_until, worker_around, write_config
 
 

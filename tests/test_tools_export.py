@@ -15,7 +15,7 @@ from helpers import Daemon, drop, files_in, sample_json, wait_until, write_confi
 from safetensors import safe_open
 
 from plasticd.config import load_settings
-from plasticd.service.checkpoints import CheckpointStore
+from plasticd.service.checkpoint_store import CheckpointStore
 from plasticd.tools import loader
 from plasticd.tools.saved import engine_from
 
@@ -68,6 +68,7 @@ def test_export_from_a_daemon_run_round_trips_through_the_standalone_loader(tmp_
             drop(tmp_path / "data_inbox", f"s{i:02d}.json", sample_json(rng, n=8))
         wait_until(lambda: len(files_in(tmp_path / "data_processed")) == 30, 60, f"30 files processed\n{daemon.tail()}")
         out = tmp_path / "models" / "model.safetensors"
+        out.parent.mkdir()  # export never creates folders (issue 20)
         exported = plasticd(tmp_path, "export", str(out))  # read-only: fine while the daemon runs
     finally:
         code = daemon.stop()

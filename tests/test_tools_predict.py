@@ -13,7 +13,7 @@ import torch
 from helpers import DIM, Daemon, drop, files_in, sample_json, wait_until, write_config
 
 from plasticd.config import load_settings
-from plasticd.service.checkpoints import CheckpointStore
+from plasticd.service.checkpoint_store import CheckpointStore
 from plasticd.tools.saved import engine_from
 
 

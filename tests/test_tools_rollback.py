@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from helpers import Daemon, drop, files_in, sample_json, wait_until, write_config
 
-from plasticd.service.checkpoints import CheckpointStore
+from plasticd.service.checkpoint_store import CheckpointStore
 
 KEEP = ("--set", "checkpoint.keep=50")  # no rotation: every checkpoint of the run stays to be rolled back to
 

@@ -33,6 +33,7 @@ from pathlib import Path
 
 from plasticd.bench.common import SubParsers, positive_int, write_results
 from plasticd.config import Settings
+from plasticd.threads import set_threads
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ def _mlp(settings_json: str, x_path: str, warmup: int) -> float:
     import numpy as np
     import torch
 
-    torch.set_num_threads(1)
+    set_threads(1)
     s = Settings.model_validate_json(settings_json)
     data = np.load(x_path)
     x, y = torch.from_numpy(data["x"]), torch.from_numpy(data["y"])
@@ -77,7 +78,7 @@ def _engine(settings_json: str, x_path: str, warmup: int) -> float:
 
     from plasticd.learn.engine import Engine
 
-    torch.set_num_threads(1)
+    set_threads(1)
     s = Settings.model_validate_json(settings_json)
     data = np.load(x_path)
     x, y = torch.from_numpy(data["x"]), data["y"]
@@ -92,13 +93,12 @@ def _engine(settings_json: str, x_path: str, warmup: int) -> float:
 
 def _ingest(settings_json: str, folder: str, root: str) -> float:
     """Files/s of ``plasticd ingest`` over ``folder`` (the worker's own clock: no imports, no start-up)."""
-    import torch
 
     from plasticd import log
     from plasticd.service.daemon import run_ingest
 
     s = Settings.model_validate_json(settings_json)
-    torch.set_num_threads(s.runtime.threads)
+    set_threads(s.runtime.threads)
     log.configure(level="warning", fmt="json")
     summary = run_ingest(s, Path(folder), Path(root) / "done", progress=False)
     return summary.files_processed / summary.seconds

@@ -31,9 +31,9 @@ from plasticd.distributed import group
 from plasticd.distributed.coordinator import Coordinator
 from plasticd.learn.engine import resolve_device
 from plasticd.service.daemon import RunCount, build_file_worker, check_folders, model_lock
-from plasticd.service.exporter import start_exporter
 from plasticd.service.messages import Message, Rescan, Wake
 from plasticd.service.notify import Notifier
+from plasticd.service.prometheus import start_exporter
 from plasticd.service.scheduler import MaintenanceScheduler
 from plasticd.service.sources import InboxSource
 from plasticd.service.worker import Worker

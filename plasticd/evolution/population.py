@@ -17,8 +17,10 @@ the population
    crossovers, inheriting weights where the change allows (mutation.py).
 
 A drift alarm of the champion starts a fresh challenger of the champion's
-genome (ARF's background learner); every ``repair_every`` samples each
-candidate is checked for dead, saturated or exploding neurons (repair.py).
+genome (ARF's background learner). Repair (repair.py) is a mutation: a
+share of the children are the champion with its dead, saturated or
+exploding neurons replaced, judged like any other child; with
+``repair_every`` it is also maintenance on every candidate.
 All decisions depend on sample counts and modelled work only, so ``state``
 / ``load_state`` continue the whole population bit-identically.
 """
@@ -37,18 +39,19 @@ from torch import Tensor
 
 from plasticd.config import Settings
 from plasticd.errors import NonFiniteError
-from plasticd.evolution.budget import Budget, active_parameters, work_per_sample
+from plasticd.evolution.budget import Budget, active_parameters, step_cost, work_per_sample
 from plasticd.evolution.genome import Genome
 from plasticd.evolution.mutation import crossover, mutate, spawn
 from plasticd.evolution.pareto import dominates, fronts
-from plasticd.evolution.promotion import Score, Verdict, cost_penalty, judge
+from plasticd.evolution.promotion import Score, Verdict, cost_penalty, hoeffding, judge
 from plasticd.evolution.repair import repair
 from plasticd.learn.engine import Engine, StepResult, resolve_device
-from plasticd.learn.metrics import MetricsSnapshot
+from plasticd.learn.prequential import MetricsSnapshot
 from plasticd.learn.reports import DriftReport, Report
 
 MAX_AGE = 8  # a challenger is retired after MAX_AGE × min_samples scored samples without a promotion
 CROSSOVER_SHARE = 0.3  # share of children made by crossover when the front has two or more parents
+REPAIR_SHARE = 0.2  # share of children that are the champion with its faulty neurons repaired (repair as a mutation)
 PREFIX = "evolution."  # challengers' tensors in a checkpoint: evolution.<slot>.<engine tensor name>
 
 
@@ -111,6 +114,8 @@ class Population:
         self.checked_at = 0
         self.repaired_at = 0
         self.promotions = 0
+        # measured wall time (reported, never decided on): champion steps; challenger steps; challengers + checks + repair
+        self.seconds = {"champion": 0.0, "challengers": 0.0, "evolution": 0.0}
         self._reports: deque[Report] = deque(maxlen=1024)
         self._events: deque[EvolutionEvent] = deque(maxlen=1024)
         champion.refresh()
@@ -130,7 +135,10 @@ class Population:
     @torch.no_grad()
     def step(self, x: Tensor, y: np.ndarray | Tensor, plasticity: bool = True) -> StepResult:
         """The champion's step, then the challengers' within the budget; the champion's (or the front's) prediction."""
+        t_start = time.perf_counter()
         result = self.champion.step(x, y, plasticity)
+        t_champion = time.perf_counter()
+        self.seconds["champion"] += t_champion - t_start
         new = self.champion.take_reports()
         self._reports.extend(new)
         labels, n_lab = result.labels, result.trained
@@ -138,7 +146,7 @@ class Population:
             return result
         is_lab = labels >= 0
         champion_wrong = int(np.count_nonzero(result.predicted[is_lab] != labels[is_lab]))
-        self.budget.grant(self.candidates[0].work * n_lab, len(labels))
+        self.budget.grant(step_cost(self.candidates[0].work, len(labels)), len(labels))
         votes = [(result.predicted, self._weight(self.candidates[0]))] if self.ev.ensemble else []
         failed: list[Candidate] = []
         slots = self.challengers
@@ -153,7 +161,7 @@ class Population:
                 failed.append(c)
                 continue
             finally:
-                self.budget.pay(c.work * n_lab, slot, len(slots))
+                self.budget.pay(step_cost(c.work, len(labels)), slot, len(slots))
             us = (time.perf_counter() - t0) * 1e6 / len(labels)
             c.us_per_sample = us if c.us_per_sample == 0.0 else 0.9 * c.us_per_sample + 0.1 * us
             c.engine.take_reports()  # a challenger's maintenance is its own business
@@ -163,6 +171,7 @@ class Population:
                 votes.append((r.predicted, self._weight(c)))
         for c in failed:
             self._retire(c, "non_finite")
+        self.seconds["challengers"] += time.perf_counter() - t_champion
         self.trained += n_lab
         if self.ev.spawn_on_drift and any(isinstance(r, DriftReport) for r in new) and self.ev.population:
             self._spawn_at_drift()
@@ -170,6 +179,7 @@ class Population:
             self.check()
         if self.ev.repair_every and self.trained - self.repaired_at >= self.ev.repair_every:
             self.repair()
+        self.seconds["evolution"] += time.perf_counter() - t_champion
         return self._vote(result, votes) if len(votes) > 1 else result
 
     def _weight(self, c: Candidate) -> float:
@@ -205,6 +215,8 @@ class Population:
         points = [(0.0, self.candidates[0].work, float(self.candidates[0].size))]
         for c in self.challengers:
             rel = c.score.error - c.score.champion_error if c.score.n >= self.ev.min_samples else 1.0
+            if c.score.n >= self.ev.min_samples and abs(rel) <= 2.0 * hoeffding(c.score.n, self.ev.confidence):
+                rel = 0.0  # within the bound: a tie, so a rival of the champion's shape is not "dominated" by noise
             points.append((rel, c.work, float(c.size)))
         return points
 
@@ -265,7 +277,10 @@ class Population:
         """A child of the front: a crossover of two front members or a one-gene mutation of one."""
         front = [i for i in self.front() if i == 0 or self.candidates[i].score.n >= self.ev.min_samples]
         parents = [self.candidates[i] for i in front]
-        if len(parents) >= 2 and self.rng.random() < CROSSOVER_SHARE:
+        roll = self.rng.random()
+        if not initial and roll < REPAIR_SHARE:
+            return self._repaired_child(self.candidates[0])
+        if len(parents) >= 2 and roll < REPAIR_SHARE + CROSSOVER_SHARE:
             a, b = (parents[i] for i in self.rng.choice(len(parents), size=2, replace=False))
             genome, origin, parent = crossover(a.genome, b.genome, self.rng), "crossover", a
         else:
@@ -281,6 +296,19 @@ class Population:
         child = spawn(self.settings, genome, seed, self.device, donor)
         genome = genome.with_gene("neurons", child.engine.cfg.neurons)  # what the doors could make
         return Candidate(genome, child.engine, child.base_neurons, seed, self.trained, origin, child.inherited)
+
+    def _repaired_child(self, parent: Candidate) -> Candidate:
+        """Repair as a mutation: a copy of ``parent`` (its whole state) whose faulty neurons are replaced; it then has
+        to earn its promotion like any other child. Without anything to repair, a plain one-gene mutation instead."""
+        child = self._make(parent.genome, "repair", parent)
+        report = repair(child.engine)
+        if report is None:
+            genome, gene = mutate(parent.genome, self.rng, self.ev.max_neurons)
+            return self._make(genome, f"mutation:{gene}", parent)
+        self._events.append(EvolutionEvent("evolution.repaired", {
+            "trained": self.trained, "candidate": "child", "label": parent.genome.label(), **report.to_dict(),
+        }))  # fmt: skip
+        return child
 
     def _spawn_at_drift(self) -> None:
         """ARF's background learner: a fresh network of the champion's genome, in the worst challenger's slot if full."""

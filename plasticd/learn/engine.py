@@ -52,8 +52,9 @@ from plasticd.learn.drift import Alarm, DriftMonitor
 from plasticd.learn.growth_policy import (
     GrowthPolicy,
 )
-from plasticd.learn.metrics import MetricsSnapshot, PrequentialMetrics
+from plasticd.learn.inference import BATCH_ROWS, Predictor, chosen_copy, frozen
 from plasticd.learn.persistence import Persisting, Savepoint
+from plasticd.learn.prequential import MetricsSnapshot, PrequentialMetrics
 from plasticd.learn.readout import readout
 from plasticd.learn.replication import Replicating
 from plasticd.learn.reports import DriftReport, MergeReport, Report
@@ -358,16 +359,17 @@ class Engine(Rewiring, Resizing, Persisting, Replicating):
         self.optimizer.step()
         self.steps += 1
 
-    def predict_logits(self, x: Tensor, batch_size: int = 4096) -> Tensor:
+    def predict_logits(self, x: Tensor, batch_size: int = BATCH_ROWS) -> Tensor:
         """Logits (B, C) for ``x`` (B, D) as the engine would predict them now (the chosen copy); changes no state."""
-        chosen = self.choice.chosen()
-        theta = {k: v[chosen : chosen + 1] for k, v in self.theta.items()}
-        with torch.no_grad():
-            out = [
-                forward(theta, self.norm(x[i : i + batch_size].to(self.device, torch.float32)), self.cfg).logits[0]
-                for i in range(0, x.shape[0], batch_size)
-            ]
-        return torch.cat(out) if out else torch.empty((0, self.cfg.output_dim), device=self.device)
+        return self._predictor().logits(x, batch_size)
+
+    def predictor(self) -> Predictor:
+        """What ``predict_logits`` uses now, cloned (inference.py): it predicts as the engine does at this moment,
+        whatever the engine does next, and may be used from another thread."""
+        return frozen(self._predictor())
+
+    def _predictor(self) -> Predictor:
+        return Predictor(chosen_copy(self.theta, self.choice.chosen()), self.norm, self.cfg)
 
     def predicting(self) -> Predicting:
         """A CPU copy of the weights that predict now (the chosen copy), the mask and the input scaler."""

@@ -24,7 +24,7 @@ from plasticd.learn.choice import CopyChoice
 from plasticd.learn.consolidate import Consolidator
 from plasticd.learn.drift import Alarm, DriftMonitor
 from plasticd.learn.growth_policy import GrowthPolicy
-from plasticd.learn.metrics import PrequentialMetrics
+from plasticd.learn.prequential import PrequentialMetrics
 from plasticd.learn.reports import DriftReport, Report
 from plasticd.model.buffer import RecentBuffer
 from plasticd.model.normalize import InputNorm

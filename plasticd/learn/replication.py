@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from plasticd.learn.metrics import PrequentialMetrics
 from plasticd.learn.parts import Parts
+from plasticd.learn.prequential import PrequentialMetrics
 from plasticd.model.optim import Optimizer, PlainSGD
 from plasticd.model.plasticity import RewirePlan
 

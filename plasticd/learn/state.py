@@ -1,6 +1,6 @@
 """An Engine's complete state as named tensors + JSON counters: writing it, and parsing it back.
 
-Checkpoints store exactly this (service/checkpoints.py writes it). Every part
+Checkpoints store exactly this (service/checkpoint_store.py writes it). Every part
 the engine keeps (weights of every copy, mask, optimizer moments, input
 scaler, usage statistics, buffers, merge history, replay reservoir, neuron
 ids, RNGs) round-trips, so a resumed engine predicts and trains

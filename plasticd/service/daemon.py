@@ -26,19 +26,20 @@ import torch
 
 from plasticd.config import Settings
 from plasticd.data.fashion_mnist import Split, load_split
-from plasticd.errors import ConfigError, DatasetError, ModelLockedError, PlasticdError
+from plasticd.errors import ConfigError, DatasetError, ModelLockedError, PlasticdError, UsageError
 from plasticd.learn.engine import Engine
-from plasticd.learn.metrics import MetricsSnapshot
+from plasticd.learn.prequential import MetricsSnapshot
 from plasticd.log import get_logger
 from plasticd.samples import Limits
-from plasticd.service.checkpoints import CheckpointStore
+from plasticd.service.checkpoint_store import CheckpointStore
 from plasticd.service.claims import Claimer, WorkArea
-from plasticd.service.exporter import start_exporter
+from plasticd.service.copy_claims import CopyClaimer
 from plasticd.service.feeds import FileFeed, StreamFeed
 from plasticd.service.messages import Wake
 from plasticd.service.notify import Notifier
 from plasticd.service.pipeline import Outcome, Pipeline
 from plasticd.service.predictions import PredictionWriter
+from plasticd.service.prometheus import start_exporter
 from plasticd.service.scheduler import MaintenanceScheduler
 from plasticd.service.sources import FolderSource, InboxSource, is_candidate
 from plasticd.service.worker import Worker
@@ -218,13 +219,17 @@ def _correct(m: MetricsSnapshot) -> int:
     return round((m.accuracy or 0.0) * m.samples_labelled)
 
 
-def build_file_worker(settings: Settings, source: FolderSource, destination: Path, mode: str = "daemon") -> Worker:
-    """A worker over files from ``source`` that go to ``destination`` (call under ``model_lock``)."""
+def build_file_worker(
+    settings: Settings, source: FolderSource, destination: Path, mode: str = "daemon", copy: bool = False
+) -> Worker:
+    """A worker over files from ``source`` that go to ``destination`` (call under ``model_lock``); ``copy``: the
+    source is on another file system, claims copy then remove (``copy_claims``)."""
     p = settings.paths
     engine, store, predictions = _common(settings)
     work = WorkArea(p.work, p.failed, owner=p.checkpoints)
     session = work.open_session(source.folder, destination)
-    feed = FileFeed(source, Claimer(session), settings.model.input_dim, settings.model.num_classes, _limits(settings))
+    claimer = CopyClaimer(session, source.folder) if copy else Claimer(session)
+    feed = FileFeed(source, claimer, settings.model.input_dim, settings.model.num_classes, _limits(settings))
     # One info line per sample would flood journald under backlog: predictions.jsonl carries each sample,
     # daemon.progress (every 5 s while busy) and checkpoint.saved tell the story; sample.processed is debug.
     pipeline = Pipeline(engine, predictions, p.failed, settings.train.max_batch, sample_log_level="debug")
@@ -245,13 +250,22 @@ def run_inbox(settings: Settings) -> RunSummary:
 def run_ingest(settings: Settings, folder: Path, destination: Path, progress: bool = True) -> RunSummary:
     """One-shot: the same pipeline over ``folder``, files to ``destination``; returns when it is drained."""
     if not folder.is_dir():
-        raise PlasticdError(f"ingest: {folder} is not a folder")
+        what = "does not exist" if not folder.exists() else "is not a folder"
+        raise UsageError(f"ingest: FOLDER {folder.absolute()} {what}")
     folders = {"FOLDER": folder, "--to": destination, **_data_folders(settings, "failed", "work", "checkpoints", "state")}
-    check_folders(folders, "FOLDER")
+    check_separate(folders)
+    prepare_folders(folders)
+    copy = os.stat(folder).st_dev != os.stat(settings.paths.work).st_dev  # another file system: copy, then claim
     p = settings.paths
     with model_lock(p.checkpoints):
         source = FolderSource(folder.resolve(), settle_seconds=0.0)
-        worker = build_file_worker(settings, source, destination, mode="burst")
+        worker = build_file_worker(settings, source, destination, mode="burst", copy=copy)
+        if copy:
+            get_logger("ingest").info(
+                "ingest.copying", folder=str(folder.absolute()), work=str(p.work.absolute()),
+                note="FOLDER is on another file system than paths.work: each file is copied into the work area and "
+                "removed from FOLDER once the copy is durable",
+            )  # fmt: skip
         worker.heartbeat.ready_facts.update(watching=str(folder.absolute()), destination=str(destination.absolute()))
         if progress:
             _attach_progress(worker, folder)

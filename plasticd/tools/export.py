@@ -11,6 +11,7 @@ NumPy alone; its docstring is the format's specification.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from plasticd.commands import SubParsers
 from plasticd.config import Settings
-from plasticd.errors import PlasticdError
+from plasticd.errors import PlasticdError, UsageError
 
 if TYPE_CHECKING:
     from plasticd.learn.engine import Engine
@@ -48,8 +49,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
 
     setup(settings)
     out: Path = args.out
-    if out.exists() and not args.force:
-        raise PlasticdError(f"export: {out} exists; pass --force to replace it")
+    check_destination(out, args.force)
     loaded = load_checkpoint(store_for_reading(settings), args.checkpoint)
     engine = engine_from(settings, loaded, device="cpu")
     header = export(engine, out, source={"checkpoint": loaded.info.seq, "created": loaded.info.created})
@@ -59,6 +59,22 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         f"{a['input_dim']} inputs, {a['classes']} classes) to {out}; load it with plasticd/tools/loader.py"
     )
     return 0
+
+
+def check_destination(out: Path, force: bool) -> None:
+    """UsageError (exit 2) when ``out`` cannot be the model file: its folder missing (never created here), a
+    folder in its place; PlasticdError (exit 1) for an existing file without ``--force`` or a folder plasticd may
+    not write."""
+    parent = out.absolute().parent
+    if not parent.is_dir():
+        what = "is not a folder" if parent.exists() else "does not exist"
+        raise UsageError(f"export: {parent} {what}; create the folder first (export never creates folders)")
+    if out.is_dir():
+        raise UsageError(f"export: {out} is a folder; name the model file to write, e.g. {out / 'model.safetensors'}")
+    if out.exists() and not force:
+        raise PlasticdError(f"export: {out} exists; pass --force to replace it")
+    if not os.access(parent, os.W_OK):
+        raise PlasticdError(f"export: cannot write into {parent}: permission denied")
 
 
 def export(engine: Engine, out: Path, source: dict) -> dict:
@@ -86,7 +102,6 @@ def export(engine: Engine, out: Path, source: dict) -> dict:
         "source": {**source, "samples_seen": model.samples_seen, "copy": model.copy},
     }
     payload = save(tensors, metadata={loader.HEADER_KEY: json.dumps(header)})
-    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "wb") as handle:
@@ -94,6 +109,10 @@ def export(engine: Engine, out: Path, source: dict) -> dict:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, out)
+    except OSError as exc:  # the reason in words, the path once (not the errno text with the temp name)
+        reason = (exc.strerror or type(exc).__name__).lower()
+        raise PlasticdError(f"export: cannot write {out}: {reason}; nothing was written") from None
     finally:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
     return header

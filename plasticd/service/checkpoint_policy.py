@@ -54,7 +54,7 @@ from plasticd.config import Settings
 from plasticd.errors import CheckpointError, CheckpointNoSpaceError
 from plasticd.learn.engine import Engine
 from plasticd.log import get_logger
-from plasticd.service.checkpoints import CheckpointInfo, CheckpointStore
+from plasticd.service.checkpoint_store import CheckpointInfo, CheckpointStore
 from plasticd.service.claims import Claim, Session, WorkArea
 from plasticd.service.counters import Counters
 from plasticd.service.feeds import Feed
