@@ -37,6 +37,7 @@ from plasticd.engine_settings import (  # the Engine's sections, re-exported: th
 )
 from plasticd.engine_settings import Section as _Section
 from plasticd.errors import ConfigError
+from plasticd.samples.limits import DEFAULT_LIMITS  # the caps' one home: these settings expose three of them
 
 LOOP_WAIT_SECONDS = 0.2  # the worker loop's longest idle wait for a message: its period when idle (service/worker.py)
 _TOML_FILE: contextvars.ContextVar[Path | None] = contextvars.ContextVar("plasticd_toml_file", default=None)
@@ -181,6 +182,13 @@ class CheckpointSettings(_Section):
         description="idle and timed checkpoints come at most this often (caps disk writes under a trickle;"
         " files wait in paths.work meanwhile); every_samples and shutdown checkpoints are not held back",
     )
+    max_time_share: float = Field(
+        0.05,
+        ge=0.0,
+        lt=1.0,
+        description="under a sustained backlog, every_samples checkpoints wait until the last save's duration is at"
+        " most this share of the time since it began (0: no bound); files wait in paths.work meanwhile",
+    )
     max_bytes_per_hour: int = Field(
         0,
         ge=0,
@@ -192,10 +200,10 @@ class CheckpointSettings(_Section):
 class LimitSettings(_Section):
     """What a sample file may contain; anything beyond is quarantined before it is parsed."""
 
-    max_file_bytes: int = Field(16 * 1024 * 1024, ge=1, description="largest sample file read (bytes)")
-    max_samples: int = Field(50_000, ge=1, description="most samples in one file")
+    max_file_bytes: int = Field(DEFAULT_LIMITS.max_file_bytes, ge=1, description="largest sample file read (bytes)")
+    max_samples: int = Field(DEFAULT_LIMITS.max_samples, ge=1, description="most samples in one file")
     max_abs_value: float = Field(
-        1e15,
+        DEFAULT_LIMITS.max_abs_value,
         gt=0.0,
         description="largest |x| accepted (never above float32's 3.4e38); it guards the arithmetic, not the data:"
         " within 1e15 the input scaler's float32 variance stays finite ((2e15)^2 = 4e30) with room to spare,"
