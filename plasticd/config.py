@@ -37,7 +37,9 @@ from plasticd.engine_settings import (  # the Engine's sections, re-exported: th
 )
 from plasticd.engine_settings import Section as _Section
 from plasticd.errors import ConfigError
+from plasticd.samples.limits import DEFAULT_LIMITS  # the caps' one home: these settings expose three of them
 
+LOOP_WAIT_SECONDS = 0.2  # the worker loop's longest idle wait for a message: its period when idle (service/worker.py)
 _TOML_FILE: contextvars.ContextVar[Path | None] = contextvars.ContextVar("plasticd_toml_file", default=None)
 
 
@@ -180,6 +182,13 @@ class CheckpointSettings(_Section):
         description="idle and timed checkpoints come at most this often (caps disk writes under a trickle;"
         " files wait in paths.work meanwhile); every_samples and shutdown checkpoints are not held back",
     )
+    max_time_share: float = Field(
+        0.05,
+        ge=0.0,
+        lt=1.0,
+        description="under a sustained backlog, every_samples checkpoints wait until the last save's duration is at"
+        " most this share of the time since it began (0: no bound); files wait in paths.work meanwhile",
+    )
     max_bytes_per_hour: int = Field(
         0,
         ge=0,
@@ -191,10 +200,10 @@ class CheckpointSettings(_Section):
 class LimitSettings(_Section):
     """What a sample file may contain; anything beyond is quarantined before it is parsed."""
 
-    max_file_bytes: int = Field(16 * 1024 * 1024, ge=1, description="largest sample file read (bytes)")
-    max_samples: int = Field(50_000, ge=1, description="most samples in one file")
+    max_file_bytes: int = Field(DEFAULT_LIMITS.max_file_bytes, ge=1, description="largest sample file read (bytes)")
+    max_samples: int = Field(DEFAULT_LIMITS.max_samples, ge=1, description="most samples in one file")
     max_abs_value: float = Field(
-        1e15,
+        DEFAULT_LIMITS.max_abs_value,
         gt=0.0,
         description="largest |x| accepted (never above float32's 3.4e38); it guards the arithmetic, not the data:"
         " within 1e15 the input scaler's float32 variance stays finite ((2e15)^2 = 4e30) with room to spare,"
@@ -245,8 +254,28 @@ class MetricsSettings(_Section):
         60.0,
         gt=0.0,
         description="/healthz answers 503 once the worker loop has not turned for this long (a step, rewiring"
-        " cycle or checkpoint that takes longer counts as a stall)",
+        f" cycle or checkpoint that takes longer counts as a stall); above the loop's own period ({LOOP_WAIT_SECONDS:g} s)",
     )
+    predict: bool = Field(
+        True, description="serve POST /predict: the live model's predictions (never learned from) on the same server"
+    )
+    snapshot_ms: float = Field(
+        5.0,
+        ge=0.0,
+        description="while it learns, the worker publishes the snapshot POST /predict answers from at most this often"
+        " (and at once when its queue is empty; never more than 1/20 of its time cloning)",
+    )
+
+    @field_validator("stall_seconds")
+    @classmethod
+    def _stall_above_the_loop_period(cls, value: float) -> float:
+        if value <= LOOP_WAIT_SECONDS:
+            raise ValueError(
+                f"{value:g} s is not above the worker loop's own period: an idle loop turns"
+                f" every {LOOP_WAIT_SECONDS:g} s (it waits that long for work), so /healthz would call each idle wait a"
+                f" stall; use more than {LOOP_WAIT_SECONDS:g} (default 60)"
+            )
+        return value
 
 
 class ReplicaSettings(_Section):
@@ -256,10 +285,15 @@ class ReplicaSettings(_Section):
         64, ge=1, description="replicas combine their weights after this many labelled samples, counted over the group"
     )
     sync_seconds: float = Field(10.0, gt=0.0, description="... or after this many seconds with something learned")
-    combine: Literal["sum", "mean"] = Field(
+    combine: Literal["sum", "mean", "outer"] = Field(
         "sum",
         description="sum: the agreed weights plus every replica's change since the last sync (the group moves as one "
-        "model that took every replica's steps); mean: the replicas' weights averaged",
+        "model that took every replica's steps); mean: the replicas' weights averaged; outer: an outer SGD step with "
+        "Nesterov momentum on the averaged change (DiLoCo, replicas.outer_lr and outer_momentum)",
+    )
+    outer_lr: float = Field(0.7, gt=0.0, description="combine = outer: the outer step's rate on the averaged change")
+    outer_momentum: float = Field(
+        0.9, ge=0.0, lt=1.0, description="combine = outer: Nesterov momentum of the outer step (0: none)"
     )
     timeout_seconds: float = Field(
         60.0, gt=0.0, description="a replica that cannot reach its group, or waits this long for a peer, exits with code 1"

@@ -155,6 +155,14 @@ def _route_libraries(level: str) -> None:
     root.addHandler(_ToStructlog())
     root.setLevel(max(logging.WARNING, logging.getLevelNamesMapping()[level.upper()]))
     logging.captureWarnings(True)
+    for name in OWN_HANDLERS:  # torch's loggers print their own lines ("W1202 ... api.py:753] ..."): through ours instead
+        logger = logging.getLogger(name)
+        for own in [h for h in logger.handlers if isinstance(h, logging.StreamHandler)]:
+            logger.removeHandler(own)
+        logger.propagate = True
+
+
+OWN_HANDLERS = ("torch", "torch.distributed")  # libraries' loggers that write to stderr themselves
 
 
 _reopen_target: list[tuple[_Sink, Path]] = []  # the sink writing log.file, and its path (for ``reopen``)

@@ -1,12 +1,16 @@
 """``plasticd bench scale``: 1 against 2 (or more) replicas on the same Fashion-MNIST files, through the real inbox.
 
-Each run is a real group (``torchrun --nproc-per-node R -m plasticd run``,
-one torch thread per replica) over a fresh folder whose inbox holds the same
+Each run is a real group (``plasticd run --replicas R``; one replica is the
+plain ``plasticd run``), one torch thread per replica and, when the machine
+has a core for each, every replica pinned to a core of its own (all its
+threads, as ``taskset -a -p`` does; the single replica too), over a fresh folder whose inbox holds the same
 ``--files`` training samples as JSON files before the group starts. It
 reports files/s (from the first ``daemon.ready`` to the last prediction),
 prequential accuracy over every replica's predictions journal, the test
 accuracy of the final checkpoint, and per sync the bytes and milliseconds
-(``replicas.synced``). ``--sizes`` adds the cost of the weights' all_reduce
+(``replicas.synced``), and the sync's share of the wall time (rank 0's
+sync milliseconds over the run's seconds). ``--combine`` takes several
+``replicas.combine`` values (each H runs once per value). ``--sizes`` adds the cost of the weights' all_reduce
 alone for networks of N neurons (a 2-process gloo group on this host): the
 sync cost as N grows; with H = ``replicas.sync_samples`` the cost per
 learned sample is that time over H. ``--sync-samples`` takes several H:
@@ -34,6 +38,7 @@ from typing import TYPE_CHECKING
 
 from plasticd.bench.common import SubParsers, positive_int, run_record, write_results
 from plasticd.config import Settings
+from plasticd.threads import set_threads
 
 if TYPE_CHECKING:
     import numpy as np
@@ -44,17 +49,19 @@ class ScaleOptions:
     files: int = 4000
     replicas: tuple[int, ...] = (1, 2)
     sync_samples: tuple[int, ...] = (64, 256, 1000)
+    combine: tuple[str, ...] = ("sum",)
     sizes: tuple[int, ...] = (100, 400, 1000, 4000)
     json_out: Path | None = None
 
 
-def _config(settings: Settings, sync_samples: int) -> str:
-    m = settings.model
+def _config(settings: Settings, sync_samples: int, combine: str = "sum") -> str:
+    m, r = settings.model, settings.replicas
     return (
         f"[model]\nneurons = {m.neurons}\niterations = {m.iterations}\n"
         f'[runtime]\nthreads = 1\ndevice = "cpu"\nseed = {settings.runtime.seed}\n'
         "[daemon]\nsettle_seconds = 0.0\nidle_seconds = 1000\n"
-        f"[replicas]\nsync_samples = {sync_samples}\nsync_seconds = 5.0\n"
+        f'[replicas]\nsync_samples = {sync_samples}\nsync_seconds = 5.0\ncombine = "{combine}"\n'
+        f"outer_lr = {r.outer_lr}\nouter_momentum = {r.outer_momentum}\n"
         '[log]\nformat = "json"\nlevel = "info"\n'
     )
 
@@ -91,7 +98,36 @@ def _journal(root: Path) -> list[dict]:
     return lines
 
 
-def _one_run(settings: Settings, staging: Path, replicas: int, sync_samples: int, opts: ScaleOptions, work: Path) -> dict:
+def _pin(pid: int, core: int) -> None:
+    """Every thread of process ``pid`` onto ``core`` (``taskset -a -p -c``; threads made later inherit it)."""
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            os.sched_setaffinity(int(task), {core})
+        except (ProcessLookupError, PermissionError):
+            continue
+
+
+def _replica_pids(parent: int, replicas: int) -> list[int]:
+    """The pids of ``parent``'s replica children, in rank order (a plain run: the process itself)."""
+    if replicas == 1:
+        return [parent]
+    found: dict[int, int] = {}
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            status = Path(f"/proc/{entry}/status").read_text()
+            environ = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        ppid = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("PPid:")), -1)
+        rank = next((int(v[5:]) for v in environ if v.startswith(b"RANK=")), None)
+        if ppid == parent and rank is not None:
+            found[rank] = int(entry)
+    return [found[r] for r in sorted(found)]
+
+
+def _one_run(
+    settings: Settings, staging: Path, replicas: int, sync_samples: int, opts: ScaleOptions, work: Path, combine: str = "sum"
+) -> dict:
     import numpy as np
     import torch
 
@@ -99,15 +135,17 @@ def _one_run(settings: Settings, staging: Path, replicas: int, sync_samples: int
     from plasticd.learn.engine import Engine
     from plasticd.service.checkpoint_store import CheckpointStore
 
-    root = work / f"replicas-{replicas}-h{sync_samples}"
+    root = work / f"replicas-{replicas}-h{sync_samples}-{combine}"
     shutil.copytree(staging, root / "data_inbox")
-    (root / "plasticd.toml").write_text(_config(settings, sync_samples))
+    (root / "plasticd.toml").write_text(_config(settings, sync_samples, combine))
     log = root / "group.log"
-    torchrun = str(Path(sys.executable).with_name("torchrun"))
+    group = ["--replicas", str(replicas)] if replicas > 1 else []
+    cores = sorted(os.sched_getaffinity(0))
+    pinned = len(cores) >= replicas
+    load = os.getloadavg()[0]
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [torchrun, "--nproc-per-node", str(replicas), "--rdzv-backend", "c10d",
-             "--rdzv-endpoint", f"127.0.0.1:{_free_port()}", "-m", "plasticd", "run", "--config", str(root / "plasticd.toml")],
+            [sys.executable, "-m", "plasticd", "run", *group, "--config", str(root / "plasticd.toml")],
             cwd=root, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"},
         )  # fmt: skip
         try:
@@ -115,6 +153,9 @@ def _one_run(settings: Settings, staging: Path, replicas: int, sync_samples: int
                 if proc.poll() is not None:
                     raise RuntimeError(f"the group exited early:\n{log.read_text()[-3000:]}")
                 time.sleep(0.05)
+            if pinned:  # each replica on a core of its own, the one replica on one core
+                for rank, pid in enumerate(_replica_pids(proc.pid, replicas)):
+                    _pin(pid, cores[rank])
             t0 = time.perf_counter()
             while sum(1 for _ in (root / "state").rglob("predictions.jsonl")) == 0 or len(_journal(root)) < opts.files:
                 if proc.poll() is not None:
@@ -136,6 +177,12 @@ def _one_run(settings: Settings, staging: Path, replicas: int, sync_samples: int
     return {
         "replicas": replicas,
         "sync_samples": sync_samples if replicas > 1 else None,
+        "combine": combine if replicas > 1 else None,
+        "pinned": pinned,
+        "load_before": round(load, 2),
+        "load_after": round(os.getloadavg()[0], 2),
+        "seconds": seconds,
+        "sync_share": sum(e["ms"] for e in synced) / 1e3 / seconds if synced else 0.0,
         "files": opts.files,
         "files_per_s": opts.files / seconds,
         "prequential_accuracy": float(np.mean(correct)) if correct else None,
@@ -154,7 +201,7 @@ def _allreduce_worker(rank: int, port: int, sizes: tuple[int, ...], input_dim: i
     import torch
     import torch.distributed as dist
 
-    torch.set_num_threads(1)
+    set_threads(1)
     store = dist.TCPStore("127.0.0.1", port, 2, is_master=rank == 0, timeout=datetime.timedelta(seconds=60))
     dist.init_process_group("gloo", store=store, rank=rank, world_size=2)
     results = {}
@@ -203,15 +250,22 @@ def run_scale_bench(settings: Settings, opts: ScaleOptions) -> dict:
         work = Path(tmp)
         staging = work / "staging"
         _write_files(staging, np.asarray(train.x[order]), np.asarray(train.y[order]))
-        plan = [(r, h) for r in opts.replicas for h in (opts.sync_samples if r > 1 else opts.sync_samples[:1])]
-        for r, h in plan:
-            result = _one_run(settings, staging, r, h, opts, work)
+        plan = [
+            (r, h, c)
+            for r in opts.replicas
+            for h in (opts.sync_samples if r > 1 else opts.sync_samples[:1])
+            for c in (opts.combine if r > 1 else opts.combine[:1])
+        ]
+        for r, h, c in plan:
+            result = _one_run(settings, staging, r, h, opts, work, c)
             runs.append(result)
-            at = f" H={h}" if r > 1 else ""
+            at = f" H={h} {c}" if r > 1 else ""
             print(
                 f"  {r} replica(s){at}: {result['files_per_s']:.0f} files/s, prequential {result['prequential_accuracy']:.4f}, "
                 f"test {result['test_accuracy']:.4f}, {result['syncs']} syncs of {result['sync_bytes']} B "
-                f"({result['sync_ms_mean'] or 0:.1f} ms each), agreement {result['turn_us_mean'] or 0:.0f} us per turn",
+                f"({result['sync_ms_mean'] or 0:.1f} ms each, {100 * result['sync_share']:.1f}% of the wall time), "
+                f"agreement {result['turn_us_mean'] or 0:.0f} us per turn; pinned {result['pinned']}, "
+                f"load {result['load_before']} -> {result['load_after']}",
                 flush=True,
             )
         t = settings.train
@@ -233,7 +287,8 @@ def register(subparsers: SubParsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "scale",
         help="replicas: 1 against 2 on the same Fashion-MNIST files through the real inbox; sync cost against N",
-        description="Run real replica groups (torchrun, gloo, 1 torch thread each) over the same Fashion-MNIST files: "
+        description="Run real replica groups (plasticd run --replicas, gloo, 1 torch thread and, cores allowing, 1 pinned core "
+        "each) over the same Fashion-MNIST files: "
         "files/s, prequential and test accuracy, bytes and ms per sync; then the weights' all_reduce alone for "
         "networks of --sizes neurons.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -244,6 +299,10 @@ def register(subparsers: SubParsers) -> argparse.ArgumentParser:
         "--sync-samples", type=positive_int, nargs="+", default=[64, 256, 1000],
         help="H: replicas.sync_samples, one run of each group of 2+ replicas per value (default 64 256 1000)",
     )  # fmt: skip
+    p.add_argument(
+        "--combine", nargs="+", default=["sum"], choices=["sum", "mean", "outer"],
+        help="replicas.combine, one run of each group of 2+ replicas per value and H (default sum)",
+    )  # fmt: skip
     p.add_argument("--sizes", type=positive_int, nargs="*", default=[100, 400, 1000, 4000], help="N for the sync cost")
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the results as JSON")
     p.set_defaults(run=run)
@@ -253,6 +312,7 @@ def register(subparsers: SubParsers) -> argparse.ArgumentParser:
 def run(settings: Settings, args: argparse.Namespace) -> int:
     opts = ScaleOptions(
         files=args.files, replicas=tuple(args.replicas), sync_samples=tuple(args.sync_samples), sizes=tuple(args.sizes),
+        combine=tuple(args.combine),
         json_out=args.json,
     )  # fmt: skip
     run_scale_bench(settings, opts)

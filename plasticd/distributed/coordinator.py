@@ -46,10 +46,13 @@ import torch
 import torch.distributed as dist
 
 from plasticd.config import Settings
+from plasticd.distributed import requeue
 from plasticd.distributed.averaging import average, digest, flat_weights
 from plasticd.distributed.clocks import agree
 from plasticd.distributed.group import Replica, ReplicaError
+from plasticd.distributed.outer import OuterOptimizer
 from plasticd.distributed.structure import share
+from plasticd.distributed.totals import Totals, row
 from plasticd.log import get_logger
 from plasticd.service.checkpoint_policy import Elsewhere
 from plasticd.service.claims import Session
@@ -93,6 +96,9 @@ class Coordinator:
         self.last_sync = self.last_checkpoint = self.group_busy_at = self.agreed_at = now
         worker.on_batch.append(self.on_batch)
         worker.pipeline.plasticity = False  # no replica rewires, grows or merges on its own: masks stay identical
+        worker.pipeline.replica = (replica.rank, replica.world_size)  # journal seq unique across the group
+        r = settings.replicas
+        self.outer = OuterOptimizer(r.outer_lr, r.outer_momentum) if r.combine == "outer" else None
         worker.checkpoints.held = f"replica {replica.rank} of {replica.world_size}: rank 0 saves at the group's barriers"
 
     def on_batch(self, outcome: Outcome) -> None:
@@ -141,6 +147,8 @@ class Coordinator:
             )
         self.counters_at_start = w.counters.as_dict()
         self.marks = e.counts()  # the checkpoint's counts are the group's (rank 0 saves them after each agreement)
+        self.totals = Totals(self.replica.world_size, self.counters_at_start)
+        self.totals.update(self.totals.rows, self.marks)
         self.trained_at_sync = e.metrics.trained
         self.norm_count_at_sync = e.counts().inputs
         self.since = self._agreed()
@@ -157,6 +165,7 @@ class Coordinator:
         try:
             self.meet()
             w.recover()
+            requeue.share(w, self.replica)  # rank 0 requeued every dead session's uncovered claims: one share each
             self.start()
             w.feed.scan()
             w.heartbeat.ready(w.mode)
@@ -196,9 +205,15 @@ class Coordinator:
             quiet = now - self.group_busy_at >= s.checkpoint.idle_seconds
             flags[QUIET_DUE] = float(quiet and now - self.last_checkpoint >= s.checkpoint.min_interval_seconds)
         started = time.perf_counter()
-        dist.all_reduce(flags)
+        mine = torch.cat([flags, row(w, self.counters_at_start, self.marks)])
+        rows = [torch.empty_like(mine) for _ in range(self.replica.world_size)]
+        dist.all_gather(rows, mine)  # every replica's flags and counts: the flags summed, the counts the group's totals
         self.turn_s += time.perf_counter() - started
         self.turns += 1
+        table = torch.stack(rows)
+        flags = table[:, : len(flags)].sum(dim=0)
+        self.totals.update(table[:, len(flags) :], self.marks)
+        self._publish()
         self.busy = False
         f = flags.tolist()
         idle = f[IDLE] == self.replica.world_size
@@ -228,7 +243,10 @@ class Coordinator:
         w = self.worker
         e = w.engine
         started = time.perf_counter()
-        averaged = average(e, self.replica.world_size, self.norm_count_at_sync, self.comm_device, self.since)
+        if self.outer is not None and self.since is not None:
+            averaged = self.outer.average(e, self.replica.world_size, self.norm_count_at_sync, self.comm_device, self.since)
+        else:
+            averaged = average(e, self.replica.world_size, self.norm_count_at_sync, self.comm_device, self.since)
         clocks = agree(e, self.replica.rank, self.replica.world_size, self.marks)
         if clocks.alarms:
             self.log.info("replicas.drift", rank=self.replica.rank, alarms=clocks.alarms, reacted=clocks.reacted)
@@ -277,6 +295,7 @@ class Coordinator:
         }
         everyone: list = [None] * self.replica.world_size
         dist.all_gather_object(everyone, mine)
+        self.totals.update_counters([o["counters"] for o in everyone])
         box: list = [None]
         if self.replica.leader and all(o["ok"] for o in everyone):
             others = everyone[1:]
@@ -308,11 +327,17 @@ class Coordinator:
 
     def _agreed(self) -> torch.Tensor | None:
         """The weights the next sync measures changes from (``replicas.combine = "sum"``), or None (the mean)."""
-        return flat_weights(self.worker.engine, self.comm_device) if self.settings.replicas.combine == "sum" else None
+        wanted = self.settings.replicas.combine in ("sum", "outer")
+        return flat_weights(self.worker.engine, self.comm_device) if wanted else None
 
     def _publish(self) -> None:
         f = self.facts
-        self.worker.heartbeat.status_facts = {
+        group, each = self.totals.group(), self.totals.each()
+        hb = self.worker.heartbeat
+        hb.stopped_facts = group | {"world_size": self.replica.world_size, "replica": each[self.replica.rank]}
+        hb.status_facts = {
+            **group,  # the group's counts replace this replica's own in its status file (and rank 0's /metrics)
+            "replicas": each,
             "replica": {
                 "rank": self.replica.rank,
                 "world_size": self.replica.world_size,
@@ -323,5 +348,5 @@ class Coordinator:
                 else {"at": f.at, "samples": f.samples, "bytes": f.bytes, "ms": round(f.ms, 2), "checkpoint": f.checkpoint},
                 "turn_us": round(f.turn_us, 1),
                 "digest": f.digest,
-            }
+            },
         }

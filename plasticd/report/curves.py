@@ -167,10 +167,14 @@ def _throughput(log: LogEvents, anchors: list[tuple[float, float]]) -> tuple[np.
     t0 = anchors[0][0]
     min_gap = max((anchors[-1][0] - t0) / 200.0, 0.2)
     starts = sorted(e.t for e in log.named("daemon.ready"))
-    mids, rates = [], []
+    mids: list[float] = []
+    rates: list[float] = []
     last = anchors[0]
     for t, s in anchors[1:]:
         if any(last[0] < r <= t for r in starts):  # a restart in between: the idle gap is not throughput
+            if mids:
+                mids.append(float("nan"))  # and no line across it
+                rates.append(float("nan"))
             last = (t, s)
             continue
         if t - last[0] >= min_gap:
@@ -178,4 +182,22 @@ def _throughput(log: LogEvents, anchors: list[tuple[float, float]]) -> tuple[np.
                 mids.append((t + last[0]) / 2 - t0)
                 rates.append((s - last[1]) / (t - last[0]))
             last = (t, s)
-    return np.array(mids) / 60.0, np.array(rates)
+    return break_gaps(np.array(mids) / 60.0, np.array(rates))
+
+
+def break_gaps(xs: np.ndarray, ys: np.ndarray, factor: float = 3.0) -> tuple[np.ndarray, np.ndarray]:
+    """A NaN between two points further apart than ``factor`` × the median spacing (an idle gap, a restart), so
+    a line is never drawn across a time nothing was measured in; NaNs already there stay."""
+    finite = ~np.isnan(xs)
+    steps = np.diff(xs[finite])
+    if len(steps) < 2:
+        return xs, ys
+    limit = factor * float(np.median(steps))
+    out_x, out_y = [], []
+    for i, (x, y) in enumerate(zip(xs, ys, strict=True)):
+        if i and not np.isnan(x) and not np.isnan(xs[i - 1]) and x - xs[i - 1] > limit:
+            out_x.append(np.nan)
+            out_y.append(np.nan)
+        out_x.append(x)
+        out_y.append(y)
+    return np.array(out_x), np.array(out_y)

@@ -26,6 +26,15 @@ BINS = 2048  # even: folding sums bins pairwise
 LATENCY_EDGES_MS = np.logspace(-3, 7, 241)  # 1 µs … ~3 h, 24 buckets per decade (≈10 % wide)
 
 
+REPLICA_JOURNALS = "replica-*"  # rank r > 0 of a replica group keeps its journal in <state>/replica-r/ (distributed.replica)
+
+
+def group_journals(path: Path) -> list[Path]:
+    """``path`` and, for a replica group, every other replica's journal of the same name (``replica-*/``)."""
+    others = sorted(path.parent.glob(f"{REPLICA_JOURNALS}/{path.name}")) if path.parent.is_dir() else []
+    return [path, *others]
+
+
 def journal_files(path: Path) -> list[Path]:
     """The journal and its rotated predecessors, oldest first (``.N`` … ``.1``, then the live file)."""
     rotated = []
@@ -87,7 +96,10 @@ def _columns(records: list) -> tuple[np.ndarray, ...] | None:
     rows = [r for r in records if isinstance(r, dict) and isinstance(r.get("seq"), int) and r["seq"] >= 0]
     if not rows:
         return None
-    seq = np.fromiter((r["seq"] for r in rows), np.int64, len(rows))
+    # a replica's seq is its sample count x W + rank: the group's sample number is seq // W (within a sync interval)
+    seq = np.fromiter(
+        (r["seq"] // (w if isinstance(w := r.get("replicas"), int) and w > 0 else 1) for r in rows), np.int64, len(rows)
+    )
     correct_raw = [r.get("correct") for r in rows]
     labelled = np.fromiter((c is not None for c in correct_raw), np.float64, len(rows))
     correct = np.fromiter((c is True for c in correct_raw), np.float64, len(rows))
@@ -97,9 +109,10 @@ def _columns(records: list) -> tuple[np.ndarray, ...] | None:
 
 
 def read_journal(path: Path) -> JournalBins:
-    """Every record of the journal (rotated files included), folded into bins; an absent journal gives empty bins."""
+    """Every record of the journal (rotated files included) and of the other replicas' journals (``group_journals``),
+    folded into bins; an absent journal gives empty bins."""
     bins = JournalBins()
-    for file in journal_files(path):
+    for file in [f for journal in group_journals(path) for f in journal_files(journal)]:
         bins.files.append(file)
         for block in blocks(file):
             _fold(bins, block)

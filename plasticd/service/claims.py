@@ -36,6 +36,7 @@ from pathlib import Path
 from plasticd.errors import WorkAreaError
 from plasticd.fsutil import (
     SEP,
+    TMP_MARK,
     candidate_names,
     create_json,
     fit_name,
@@ -95,15 +96,23 @@ class WorkArea:
     def _check_owner(self, owner: Path) -> None:
         """Refuse a work area whose claims belong to another checkpoint folder (another model)."""
         marker = self.root / "OWNER"
-        if marker.exists():
-            recorded = marker.read_text(encoding="utf-8").strip()
-            if recorded != str(owner):
-                raise WorkAreaError(
-                    f"work folder {self.root} holds claims of the model in {recorded}, not {owner}; "
-                    "give each checkpoint folder its own paths.work"
-                )
-        else:
-            marker.write_text(f"{owner}\n", encoding="utf-8")
+        if not marker.exists():
+            # written whole under a temp name, then linked: replicas starting together never read a half-written one
+            tmp = marker.with_name(f".OWNER{TMP_MARK}{os.getpid()}")
+            try:
+                tmp.write_text(f"{owner}\n", encoding="utf-8")
+                link_new(tmp, marker)
+                return
+            except FileExistsError:
+                pass  # another process made it first: check it like any other
+            finally:
+                tmp.unlink(missing_ok=True)
+        recorded = marker.read_text(encoding="utf-8").strip()
+        if recorded != str(owner):
+            raise WorkAreaError(
+                f"work folder {self.root} holds claims of the model in {recorded}, not {owner}; "
+                "give each checkpoint folder its own paths.work"
+            )
 
     def open_session(self, source: Path, destination: Path) -> Session:
         stamp = f"s{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
@@ -179,6 +188,12 @@ class Claimer:
     def __init__(self, session: Session, start_seq: int = 0) -> None:
         self.session = session
         self._seq = start_seq
+
+    def allocate(self, name: str) -> tuple[int, Path]:
+        """The next sequence number and the claim path a file called ``name`` gets with it (used up either way)."""
+        seq = self._seq
+        self._seq += 1
+        return seq, self.session.folder / fit_name(name, f"{seq:08d}{SEP}")
 
     def claim(self, src: Path) -> Claim | None:
         """Take ``src`` by rename; None if another process (or a producer) got there first.

@@ -33,6 +33,7 @@ from plasticd.log import get_logger
 from plasticd.samples import Limits
 from plasticd.service.checkpoint_store import CheckpointStore
 from plasticd.service.claims import Claimer, WorkArea
+from plasticd.service.copy_claims import CopyClaimer
 from plasticd.service.feeds import FileFeed, StreamFeed
 from plasticd.service.messages import Wake
 from plasticd.service.notify import Notifier
@@ -218,13 +219,17 @@ def _correct(m: MetricsSnapshot) -> int:
     return round((m.accuracy or 0.0) * m.samples_labelled)
 
 
-def build_file_worker(settings: Settings, source: FolderSource, destination: Path, mode: str = "daemon") -> Worker:
-    """A worker over files from ``source`` that go to ``destination`` (call under ``model_lock``)."""
+def build_file_worker(
+    settings: Settings, source: FolderSource, destination: Path, mode: str = "daemon", copy: bool = False
+) -> Worker:
+    """A worker over files from ``source`` that go to ``destination`` (call under ``model_lock``); ``copy``: the
+    source is on another file system, claims copy then remove (``copy_claims``)."""
     p = settings.paths
     engine, store, predictions = _common(settings)
     work = WorkArea(p.work, p.failed, owner=p.checkpoints)
     session = work.open_session(source.folder, destination)
-    feed = FileFeed(source, Claimer(session), settings.model.input_dim, settings.model.num_classes, _limits(settings))
+    claimer = CopyClaimer(session, source.folder) if copy else Claimer(session)
+    feed = FileFeed(source, claimer, settings.model.input_dim, settings.model.num_classes, _limits(settings))
     # One info line per sample would flood journald under backlog: predictions.jsonl carries each sample,
     # daemon.progress (every 5 s while busy) and checkpoint.saved tell the story; sample.processed is debug.
     pipeline = Pipeline(engine, predictions, p.failed, settings.train.max_batch, sample_log_level="debug")
@@ -248,11 +253,19 @@ def run_ingest(settings: Settings, folder: Path, destination: Path, progress: bo
         what = "does not exist" if not folder.exists() else "is not a folder"
         raise UsageError(f"ingest: FOLDER {folder.absolute()} {what}")
     folders = {"FOLDER": folder, "--to": destination, **_data_folders(settings, "failed", "work", "checkpoints", "state")}
-    check_folders(folders, "FOLDER")
+    check_separate(folders)
+    prepare_folders(folders)
+    copy = os.stat(folder).st_dev != os.stat(settings.paths.work).st_dev  # another file system: copy, then claim
     p = settings.paths
     with model_lock(p.checkpoints):
         source = FolderSource(folder.resolve(), settle_seconds=0.0)
-        worker = build_file_worker(settings, source, destination, mode="burst")
+        worker = build_file_worker(settings, source, destination, mode="burst", copy=copy)
+        if copy:
+            get_logger("ingest").info(
+                "ingest.copying", folder=str(folder.absolute()), work=str(p.work.absolute()),
+                note="FOLDER is on another file system than paths.work: each file is copied into the work area and "
+                "removed from FOLDER once the copy is durable",
+            )  # fmt: skip
         worker.heartbeat.ready_facts.update(watching=str(folder.absolute()), destination=str(destination.absolute()))
         if progress:
             _attach_progress(worker, folder)

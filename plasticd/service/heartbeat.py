@@ -49,6 +49,7 @@ class Heartbeat:
         self.last_tick = time.monotonic()  # when the loop last turned (``tick``); the metrics' /healthz reads it
         self.published: dict = {}  # the last status written, for readers on other threads (the metrics exporter)
         self.status_facts: dict = {}  # added to every status file (replicas: rank, world size, last sync)
+        self.stopped_facts: dict = {}  # added to daemon.stopped (replicas: the group's totals and this replica's own)
 
     def set_state(self, state: State) -> None:
         if state != self.state:
@@ -74,7 +75,7 @@ class Heartbeat:
     def stopped(self) -> None:
         self.set_state(State.STOPPED)
         self.write_status()
-        self.log.info("daemon.stopped", **self.counters.as_dict())
+        self.log.info("daemon.stopped", **(self.counters.as_dict() | self.stopped_facts))
 
     def tick(self) -> None:
         """A beat, when ``period`` (``daemon.status_seconds``, or half the systemd watchdog period if shorter)

@@ -90,6 +90,7 @@ class Pipeline:
         self.quarantine = Quarantine(failed_folder, retry_seconds)  # the worker retries and recovers through it
         self.between_chunks: Callable[[], bool] = lambda: False  # between the steps of a large file: True to stop
         self.plasticity = True  # maintenance inside Engine.step (replicas: False, rank 0 maintains at barriers)
+        self.replica: tuple[int, int] | None = None  # (rank, world size) in a group: seq rank-strided, records labelled
         self.log = get_logger("pipeline")
 
     def process(self, items: list[Item]) -> Outcome:
@@ -161,7 +162,7 @@ class Pipeline:
             end = min(start + self.max_batch, len(y))
             seq0 = self.engine.metrics.seen
             result = self.engine.step(xt[start:end], y[start:end], plasticity=self.plasticity)
-            records += self._records(loaded, owner[start:end], index[start:end], result, seq0)
+            records += self._records(loaded, owner[start:end], index[start:end], result, seq0, self.replica)
         self.predictions.write(records)
         emit = getattr(self.log, self.sample_log_level)
         for rec in records:
@@ -170,8 +171,14 @@ class Pipeline:
         out.samples += len(y)
 
     @staticmethod
-    def _records(loaded, owner: np.ndarray, index: np.ndarray, result: StepResult, seq0: int) -> list[dict]:
+    def _records(
+        loaded, owner: np.ndarray, index: np.ndarray, result: StepResult, seq0: int, replica: tuple[int, int] | None = None
+    ) -> list[dict]:
+        """One journal record per sample. In a group (``replica``: rank r of W) ``seq`` is the replica's sample
+        count times W plus r: unique across the group's journals (a replica's count only grows, the group's
+        at each sync), and ``seq // W`` is within one sync interval of the group's sample number."""
         now = time.time()
+        rank, world = replica if replica is not None else (0, 1)
         records = []
         for j in range(len(owner)):
             item, batch = loaded[int(owner[j])]
@@ -189,10 +196,12 @@ class Pipeline:
                     "label": label if labelled else None,
                     "correct": bool(result.predicted[j] == label) if labelled else None,
                     "loss": round(float(result.loss[j]), 6) if labelled else None,
-                    "seq": seq0 + j,
+                    "seq": (seq0 + j) * world + rank,
                     "latency_ms": round((now - item.arrived) * 1e3, 3),
                 }
             )
+            if replica is not None:
+                records[-1] |= {"replica": rank, "replicas": world}
         return records
 
     def _reject(self, item: Item, reason: str, message: str, error_type: str, out: Outcome) -> None:

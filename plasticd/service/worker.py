@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from plasticd import log
-from plasticd.config import Settings
+from plasticd.config import LOOP_WAIT_SECONDS, Settings
 from plasticd.learn.engine import Engine
 from plasticd.learn.reports import Report, log_report
 from plasticd.log import emergency_line, get_logger
@@ -36,7 +36,7 @@ from plasticd.service.recovery import recover
 from plasticd.service.scheduler import Activity
 from plasticd.service.status import State
 
-WAIT_S = 0.2  # longest block in the loop: bounds how late a stop request is seen
+WAIT_S = LOOP_WAIT_SECONDS  # longest block in the loop: bounds how late a stop request is seen (0.2 s)
 
 
 @dataclass
@@ -78,6 +78,7 @@ class Worker:
     counters: Counters = field(default_factory=Counters)
     on_batch: list[Callable[[Outcome], None]] = field(default_factory=list)  # called after each processed micro-batch
     on_report: list[Callable[[Report], None]] = field(default_factory=list)  # called for each maintenance report, once logged
+    on_turn: list[Callable[[], None]] = field(default_factory=list)  # called at the end of each turn (the live snapshot)
     wait_seconds: float = WAIT_S  # longest idle wait for a message (replicas: 0 while a peer is busy)
     adopts: Callable[[Session], bool] = lambda session: True  # recovery takes this earlier session over (replicas: rank 0 only)
 
@@ -150,6 +151,7 @@ class Worker:
         try:
             self.feed.scan()
             self.heartbeat.ready(self.mode)
+            self._end_turn()  # recovery was a turn too: the live snapshot of the resumed model is there from READY
             while not self.stopping:
                 self.run_once()
             clean = True
@@ -172,6 +174,7 @@ class Worker:
             self._wait()
         self.checkpoints.tick()
         self.heartbeat.tick()
+        self._end_turn()
 
     def recover(self) -> None:
         """Load the newest valid checkpoint; move on the files it covers; requeue the claims it does not
@@ -240,6 +243,10 @@ class Worker:
             with self.checkpoints.guard("growth"):
                 self.engine.grow(message.reason)
         self.log_reports()
+
+    def _end_turn(self) -> None:
+        for hook in self.on_turn:
+            hook()
 
     def _between_chunks(self) -> bool:
         """Between two steps of a large file: the log reopen, a heartbeat (status, WATCHDOG=1); True to stop."""

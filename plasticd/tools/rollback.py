@@ -89,32 +89,36 @@ def register(subparsers: SubParsers) -> list[argparse.ArgumentParser]:
 
 def run_list(settings: Settings, args: argparse.Namespace) -> int:
     from plasticd.tools import setup
-    from plasticd.tools.saved import facts, store_for_reading
+    from plasticd.tools.saved import store_for_reading, survey
 
     setup(settings)
     store = store_for_reading(settings)
-    rows = [facts(info) for info in store.list()]
+    rows = survey(store)
     aside = _aside_folders(store.folder)
+    # exit 1 when checkpoints exist and none is valid: the daemon would refuse to start (plasticd run)
+    code = 1 if rows and not any(r.state == "valid" for r in rows) else 0
     if args.json:
         print(
             json.dumps({"folder": str(store.folder), "checkpoints": [r.as_dict() for r in rows], "rolled_back": aside}, indent=2)
         )
-        return 0
+        return code
     if not rows:
         print(f"no checkpoints in {store.folder}")
     else:
-        print(f"{'seq':>6}  {'created (UTC)':<23}  {'reason':<16}  {'samples':>9}  {'trained':>9}  {'accuracy':>8}  "
-              f"{'window':>7}  {'neurons':>7}  {'size':>9}")  # fmt: skip
+        print(f"{'seq':>6}  {'state':<11}  {'created (UTC)':<23}  {'reason':<16}  {'samples':>9}  {'trained':>9}  "
+              f"{'accuracy':>8}  {'window':>7}  {'neurons':>7}  {'size':>9}  before it")  # fmt: skip
         for r in rows:
             reason = f"rollback of {r.rollback_of}" if r.rollback_of is not None else (r.reason or "-")
             print(
-                f"{r.seq:>6}  {r.created[:23]:<23}  {reason:<16}  {_num(r.samples_seen):>9}  {_num(r.samples_trained):>9}  "
-                f"{_pct(r.accuracy):>8}  {_pct(r.window_accuracy):>7}  {_num(r.neurons):>7}  {_size(r.bytes):>9}"
-                + (f"  unreadable: {r.error}" if r.error else "")
+                f"{r.seq:>6}  {r.state:<11}  {r.created[:23]:<23}  {reason:<16}  {_num(r.samples_seen):>9}  "
+                f"{_num(r.samples_trained):>9}  {_pct(r.accuracy):>8}  {_pct(r.window_accuracy):>7}  {_num(r.neurons):>7}  "
+                f"{_size(r.bytes):>9}  {r.before or '-'}" + (f"\n{'':>8}why: {r.error}" if r.error else "")
             )
     for folder in aside:
         print(f"rolled back: {folder['folder']} holds checkpoints {', '.join(map(str, folder['seqs'])) or '-'}")
-    return 0
+    if code:
+        print(f"no valid checkpoint in {store.folder}: plasticd run refuses to start (see the reasons above)", file=sys.stderr)
+    return code
 
 
 def _num(value: int | None) -> str:
@@ -198,7 +202,10 @@ def rollback(settings: Settings, seq: int) -> RollbackResult | None:
     infos = CheckpointStore(settings.paths.checkpoints).list()
     store = CheckpointStore(settings.paths.checkpoints, keep=len(infos) + 1)  # its save must rotate nothing away
     if seq not in {info.seq for info in infos}:
-        listed = ", ".join(str(info.seq) for info in infos) or "none"
+        from plasticd.tools.saved import survey
+
+        rows = survey(store)
+        listed = ", ".join(f"{r.seq}" + ("" if r.state == "valid" else f" ({r.state})") for r in rows) or "none"
         raise UsageError(f"no checkpoint {seq} in {store.folder} (checkpoints: {listed}); see plasticd checkpoints")
     target = store.load(seq)
     newest = store.load_latest()
