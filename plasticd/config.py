@@ -182,6 +182,13 @@ class CheckpointSettings(_Section):
         description="idle and timed checkpoints come at most this often (caps disk writes under a trickle;"
         " files wait in paths.work meanwhile); every_samples and shutdown checkpoints are not held back",
     )
+    max_time_share: float = Field(
+        0.05,
+        ge=0.0,
+        lt=1.0,
+        description="under a sustained backlog, every_samples checkpoints wait until the last save's duration is at"
+        " most this share of the time since it began (0: no bound); files wait in paths.work meanwhile",
+    )
     max_bytes_per_hour: int = Field(
         0,
         ge=0,

@@ -292,3 +292,20 @@ def test_bench_evolve_runs_on_off_static_and_a_grid(tmp_path) -> None:
     on = next(r for r in results if r["contender"] == "on")
     assert on["extra"]["champion"]["label"] and on["extra"]["budget"]["challenger_work"] > 0
     assert "grid best (hindsight)" in (tmp_path / "e.md").read_text()
+
+
+def test_repair_as_a_mutation_makes_a_repaired_copy_of_the_champion() -> None:
+    """The child is the champion's state with the killed neuron replaced; the champion itself is left as it was."""
+    pop = Population(_settings(population=0))
+    x, y = _stream(600, seed=2)
+    _run(pop, x, y)
+    champion = pop.champion
+    with torch.no_grad():
+        champion.theta["w_in"][:, 3] = 0.0
+        champion.theta["w"][:, 3, :] = 0.0
+        champion.theta["b_in"][:, 3] = -100.0
+    victim = int(champion.neuron_ids[3])
+    child = pop.repaired_child(pop.candidates[0])
+    assert child.origin == "repair" and child.inherited == "state"
+    assert victim not in child.engine.neuron_ids.tolist() and victim in champion.neuron_ids.tolist()
+    assert any(e.event == "evolution.repaired" and victim in e.fields["dead"] for e in pop.take_events())

@@ -279,7 +279,7 @@ class Population:
         parents = [self.candidates[i] for i in front]
         roll = self.rng.random()
         if not initial and roll < REPAIR_SHARE:
-            return self._repaired_child(self.candidates[0])
+            return self.repaired_child(self.candidates[0])
         if len(parents) >= 2 and roll < REPAIR_SHARE + CROSSOVER_SHARE:
             a, b = (parents[i] for i in self.rng.choice(len(parents), size=2, replace=False))
             genome, origin, parent = crossover(a.genome, b.genome, self.rng), "crossover", a
@@ -297,7 +297,7 @@ class Population:
         genome = genome.with_gene("neurons", child.engine.cfg.neurons)  # what the doors could make
         return Candidate(genome, child.engine, child.base_neurons, seed, self.trained, origin, child.inherited)
 
-    def _repaired_child(self, parent: Candidate) -> Candidate:
+    def repaired_child(self, parent: Candidate) -> Candidate:
         """Repair as a mutation: a copy of ``parent`` (its whole state) whose faulty neurons are replaced; it then has
         to earn its promotion like any other child. Without anything to repair, a plain one-gene mutation instead."""
         child = self._make(parent.genome, "repair", parent)

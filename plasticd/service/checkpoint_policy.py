@@ -109,6 +109,7 @@ class Checkpointing:
         self.model_ahead = ""  # why the model may hold learning the pending claims do not record: nothing is saved
         self._saved_at: float | None = None  # monotonic time of the last save by this process
         self._saved_bytes = 0
+        self._save_seconds = 0.0  # how long the last save took
         self.held = held  # why this process saves no checkpoint of its own (a replica: rank 0 saves at the group's barriers)
         # called after each save attempt with what it wrote (None: it failed) and its seconds (the metrics exporter)
         self.on_save: list[Callable[[CheckpointInfo | None, float], None]] = []
@@ -157,6 +158,7 @@ class Checkpointing:
             if self.unmoved:
                 self.unmoved.move()
             return None
+        begun = time.monotonic()
         tensors, meta = self.engine.state()
         self.counters.files_failed += self.quarantine.take_done()
         quarantined = self.quarantine.settled_keys
@@ -182,6 +184,7 @@ class Checkpointing:
         self.failures, self.stopping_failures, self.no_space = 0, 0, 0
         self.last = info
         self._saved_at, self._saved_bytes = time.monotonic(), info.tensors_bytes
+        self._save_seconds = self._saved_at - begun  # the state, its bytes, the fsyncs: what max_time_share bounds
         moved = self.covered_by(info, quarantined)
         self.log.info(
             "checkpoint.saved", path=str(info.json_path), seq=info.seq, reason=reason, samples=self.engine.metrics.seen,
@@ -202,11 +205,22 @@ class Checkpointing:
 
     def maybe_checkpoint(self, reason: str) -> None:
         """A checkpoint, unless the last one failed and its back-off has not passed (no retry storm), or, for
-        any reason but ``samples``, the last one was saved less than the rate limit's interval ago."""
+        any reason but ``samples``, the last one was saved less than the rate limit's interval ago, or, for
+        ``samples``, saving now would spend more than ``checkpoint.max_time_share`` of the time on saves."""
         now = time.monotonic()
         if self.failures and now < self._retry_at:
             return
         if reason != "samples" and self._saved_at is not None and now < self._saved_at + self.min_interval():
+            return
+        share = self.settings.checkpoint.max_time_share
+        # Under a sustained backlog: the next save waits until the last one's cost is at most ``share``
+        # of the time since it started, so saving stays within that share of wall time.
+        if (
+            reason == "samples"
+            and share
+            and self._saved_at is not None
+            and now < self._saved_at + self._save_seconds * (1.0 - share) / share
+        ):
             return
         self.checkpoint(reason)
 
