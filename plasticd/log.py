@@ -21,13 +21,15 @@ Three promises for operators who pipe the log into ``jq``:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import shutil
 import sys
 import threading
 import time
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Any, Literal, Protocol
 
 import structlog
 
@@ -48,8 +50,13 @@ class _Sink:
         with self._lock:
             if self.stream is not None and stream_line is not None:
                 try:
+                    live = _live[0] if _live else None
+                    if live is not None:
+                        live.clear()  # the live line (status, a progress bar) gives way to the event, then comes back
                     self.stream.write(stream_line + "\n")
                     self.stream.flush()
+                    if live is not None:
+                        live.draw()
                 except (OSError, ValueError) as exc:  # EPIPE, EIO after a hang-up, or a closed file object
                     self._stream_lost(exc)
             if self.file is not None and file_line is not None:
@@ -74,12 +81,95 @@ class _Sink:
     debug = info = warning = warn = error = critical = exception = fatal = failure = err = log = msg
 
 
+class LiveLine(Protocol):
+    """The one line a terminal keeps at its bottom (the daemon's status, ingest's progress bar)."""
+
+    def clear(self) -> None: ...
+
+    def draw(self) -> None: ...
+
+
+_live: list[LiveLine] = []  # the live line on the terminal, if any (set_live)
+
+
+def set_live(line: LiveLine | None) -> None:
+    """Keep ``line`` at the terminal's bottom: every event line clears it first and draws it again after."""
+    _live[:] = [] if line is None else [line]
+
+
+def live() -> LiveLine | None:
+    """The live line kept at the terminal's bottom now, if any."""
+    return _live[0] if _live else None
+
+
+_terminal: list[IO[str]] = []  # the stream when it is a terminal getting console lines (configure)
+
+
+def status_line() -> StatusLine | None:
+    """A live status line for the terminal, when the log goes to one in the console format (else None)."""
+    return StatusLine(_terminal[0]) if _terminal else None
+
+
+class StatusLine:
+    """The daemon's one-line live status on a terminal (console format only): redrawn in place, never scrolled."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+        self.text = ""
+
+    def show(self, text: str) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self.clear()
+            self.text = text
+            self.draw()
+
+    def clear(self) -> None:
+        if self.text:
+            self.stream.write("\r\x1b[K")
+
+    def draw(self) -> None:
+        if self.text:
+            width = shutil.get_terminal_size((100, 24)).columns - 1
+            self.stream.write("\r" + (self.text if len(self.text) <= width else self.text[: width - 1] + "…"))
+            self.stream.flush()
+
+
+# console format: these first, in this order; then the others as the event gave them (never sorted, never wrapped)
+_FIRST_KEYS = ("file", "reason", "error", "path", "seq", "samples")
+_MAX_VALUE = 120  # a longer value (a path list, a message) is cut on the terminal; log.file keeps it whole
+
+
+class _HumanRenderer:
+    """One readable line per event for a person at a terminal: ``12:03:04 warn  sample.quarantined  file=a.json
+    reason=bad_json …``; no component, no sorted keys, long values cut, an ``exception`` name kept on the line."""
+
+    LEVELS = {"debug": "debug", "info": "info ", "warning": "warn ", "error": "ERROR", "critical": "CRIT "}
+
+    def __call__(self, _logger: Any, _name: str, event_dict: dict) -> str:
+        d = dict(event_dict)
+        stamp = str(d.pop("timestamp", ""))[11:19]
+        level = self.LEVELS.get(str(d.pop("level", "")), "     ")
+        event = str(d.pop("event", ""))
+        d.pop("component", None)
+        d.pop("exc_info", None)  # a traceback stays in log.file (JSON); the terminal gets the one line
+        keys = [k for k in _FIRST_KEYS if k in d] + [k for k in d if k not in _FIRST_KEYS]
+        fields = "  ".join(f"{k}={_short(d[k])}" for k in keys)
+        return f"{stamp} {level} {event:<24} {fields}".rstrip()
+
+
+def _short(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    if isinstance(value, str) and (" " in value or not value):
+        text = json.dumps(value)
+    return text if len(text) <= _MAX_VALUE else text[: _MAX_VALUE - 1] + "…"
+
+
 class _Render:
     """Last processor: one line per sink (the terminal's format; JSON for the file), handed to ``_Sink.msg``."""
 
     def __init__(self, console: bool, file: bool) -> None:
         self.json = structlog.processors.JSONRenderer()
-        self.console = structlog.dev.ConsoleRenderer(colors=False) if console else None
+        self.console = _HumanRenderer() if console else None
         self.file = file
 
     def __call__(self, logger: Any, name: str, event_dict: dict) -> dict:
@@ -124,6 +214,8 @@ def configure(
     if fmt == "auto":
         fmt = "console" if getattr(stream, "isatty", lambda: False)() else "json"
     _format = fmt
+    _terminal[:] = [stream] if fmt == "console" and getattr(stream, "isatty", lambda: False)() else []
+    _live.clear()
     processors: list = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,

@@ -248,7 +248,7 @@ class CheckpointStore:
             # The new checkpoint is committed; an old one left behind costs disk space, not correctness.
             self._log.warning("checkpoint.rotate_failed", error=str(exc))
             return
-        self._log.info("checkpoint.rotated", removed=[info.seq for info in old], kept=self.keep)
+        self._log.info("checkpoint.rotated", removed=[info.seq for info in old], kept=len(infos) - len(old))
 
     def _next_seq(self) -> int:
         """1 + the highest seq of any checkpoint file, committed, corrupt or orphan (never reuse a seq)."""

@@ -22,9 +22,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from plasticd import log
 from plasticd.config import Settings
 from plasticd.data.fashion_mnist import Split, load_split
 from plasticd.errors import ConfigError, DatasetError, ModelLockedError, PlasticdError, UsageError
@@ -287,17 +289,36 @@ def run_ingest(settings: Settings, folder: Path, destination: Path, progress: bo
                 "removed from FOLDER once the copy is durable",
             )  # fmt: skip
         worker.heartbeat.ready_facts.update(watching=str(folder.absolute()), destination=str(destination.absolute()))
-        if progress:
-            _attach_progress(worker, folder)
-        return _serve(worker, settings, source)
+        bar = _attach_progress(worker, folder) if progress else None
+        try:
+            return _serve(worker, settings, source)
+        finally:
+            if bar is not None:
+                log.set_live(None)
+                bar.close()  # before the summary: never drawn again after it
 
 
-def _attach_progress(worker: Worker, folder: Path) -> None:
-    """A tqdm bar on stderr (only when it is a terminal), advanced after each micro-batch."""
+class _BarLine:
+    """Ingest's progress bar as the terminal's live line: an event line clears it and draws it again below."""
+
+    def __init__(self, bar: Any) -> None:
+        self.bar = bar
+
+    def clear(self) -> None:
+        self.bar.clear()
+
+    def draw(self) -> None:
+        self.bar.refresh()
+
+
+def _attach_progress(worker: Worker, folder: Path) -> Any:
+    """A tqdm bar on stderr (only when it is a terminal), advanced after each micro-batch; log lines go above it."""
     from tqdm import tqdm
 
     total = sum(1 for name in os.listdir(folder) if is_candidate(name))
     bar = tqdm(total=total, unit="file", file=sys.stderr, disable=None, dynamic_ncols=True)
+    if not bar.disable:
+        log.set_live(_BarLine(bar))
 
     def advance(outcome: Outcome) -> None:
         m = worker.engine.snapshot()
@@ -305,6 +326,7 @@ def _attach_progress(worker: Worker, folder: Path) -> None:
         bar.set_postfix(acc="-" if m.accuracy is None else f"{m.accuracy:.3f}", failed=worker.counters.files_failed)
 
     worker.on_batch.append(advance)
+    return bar
 
 
 def _load_dataset(folder: Path, split: str) -> Split:

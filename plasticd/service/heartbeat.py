@@ -9,11 +9,13 @@ the last one.
 from __future__ import annotations
 
 import time
+from typing import Literal
 
+from plasticd import log
 from plasticd.config import Settings
 from plasticd.learn.engine import Engine
 from plasticd.learn.prequential import MetricsSnapshot
-from plasticd.log import get_logger
+from plasticd.log import StatusLine, get_logger
 from plasticd.service.checkpoint_policy import Checkpointing
 from plasticd.service.counters import Counters
 from plasticd.service.feeds import Feed
@@ -38,6 +40,7 @@ class Heartbeat:
         self.log = get_logger("worker")
         self.state = State.STARTING
         self._status_failing = False
+        self._live: StatusLine | Literal[False] | None = None  # terminal status line (False: none; None: not looked yet)
         self._next_beat = 0.0
         self._next_progress = time.monotonic() + PROGRESS_EVERY_S
         self._rate_mark = (time.monotonic(), 0)
@@ -75,6 +78,9 @@ class Heartbeat:
     def stopped(self) -> None:
         self.set_state(State.STOPPED)
         self.write_status()
+        if isinstance(self._live, StatusLine) and log.live() is self._live:
+            self._live.clear()
+            log.set_live(None)  # the terminal's last lines are events, the shell's prompt comes next
         self.log.info("daemon.stopped", **(self.counters.as_dict() | self.stopped_facts))
 
     def tick(self) -> None:
@@ -91,6 +97,7 @@ class Heartbeat:
         self.write_status()
         self.notifier.watchdog()
         self.notifier.status(self.status_line())
+        self._show_live()
         if now >= self._next_progress and self.state != State.IDLE:
             self._next_progress = now + PROGRESS_EVERY_S
             self._progress(now)
@@ -117,6 +124,24 @@ class Heartbeat:
             "active_connections": self.engine.active_connections,
             "device": str(self.engine.device),
         }
+
+    def _show_live(self) -> None:
+        """On a terminal (console log), the status as one line redrawn in place; a progress bar, when one owns the
+        terminal's bottom line (ingest), is left alone."""
+        if self._live is None:
+            line = log.status_line()
+            self._live = line if line is not None else False
+            if line is not None and log.live() is None:
+                log.set_live(line)
+        if isinstance(self._live, StatusLine) and log.live() is self._live:
+            m = self.engine.snapshot()
+            acc = "-" if m.window_accuracy is None else f"{100 * m.window_accuracy:.1f}%"
+            last = self.checkpoints.last
+            self._live.show(
+                f"● {self.state.value}  {m.samples_seen:,} samples  accuracy {acc}  queue {self.feed.backlog}  "
+                f"files {self.counters.files_processed:,} ok / {self.counters.files_failed:,} failed  "
+                f"checkpoint {'-' if last is None else last.seq}"
+            )
 
     def status_line(self) -> str:
         m = self.engine.snapshot()

@@ -23,7 +23,9 @@ class Notifier:
         self._address = ""
         if address:
             self._address = "\0" + address[1:] if address.startswith("@") else address
-            self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+            # non-blocking: a notify socket nobody reads (its queue holds net.unix.max_dgram_qlen, often 10,
+            # datagrams) must never block the worker, nor the signal handler that sends STOPPING=1
+            self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK)
 
     @staticmethod
     def watchdog_seconds(environ: dict[str, str] | None = None) -> float | None:
