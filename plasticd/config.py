@@ -85,6 +85,10 @@ class EvolutionSettings(_Section):
     confidence: float = Field(
         0.05, gt=0.0, lt=1.0, description="δ of the Hoeffding bounds: promote when challenger's upper < champion's lower"
     )
+    bound: Literal["hoeffding", "paired"] = Field(
+        "hoeffding",
+        description="hoeffding: ChaCha's two intervals; paired: one empirical-Bernstein interval on the paired differences",
+    )
     cost_weight: float = Field(
         1.0, ge=0.0, description="the champion rule's one knob: points of accuracy one halving of the work per sample is worth"
     )
