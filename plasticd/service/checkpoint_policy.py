@@ -83,7 +83,7 @@ class Checkpointing:
     def __init__(
         self, settings: Settings, engine: Engine, store: CheckpointStore, feed: Feed, predictions: PredictionWriter,
         activity: Activity, counters: Counters, work: WorkArea | None, session: Session | None,
-        quarantine: Quarantine | None = None,
+        quarantine: Quarantine | None = None, held: str = "",
     ) -> None:  # fmt: skip
         self.settings = settings
         self.engine = engine
@@ -110,7 +110,7 @@ class Checkpointing:
         self._saved_at: float | None = None  # monotonic time of the last save by this process
         self._saved_bytes = 0
         self._save_seconds = 0.0  # how long the last save took
-        self.held = ""  # why this process saves no checkpoint of its own (a replica: rank 0 saves at the group's barriers)
+        self.held = held  # why this process saves no checkpoint of its own (a replica: rank 0 saves at the group's barriers)
         # called after each save attempt with what it wrote (None: it failed) and its seconds (the metrics exporter)
         self.on_save: list[Callable[[CheckpointInfo | None, float], None]] = []
 
