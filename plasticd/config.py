@@ -167,7 +167,14 @@ class CheckpointSettings(_Section):
     every_samples: int = Field(2000, ge=1, description="checkpoint after this many samples")
     every_seconds: float = Field(60.0, gt=0.0, description="... or this many seconds with unsaved samples")
     idle_seconds: float = Field(1.0, ge=0.0, description="... or this long without new samples")
-    keep: int = Field(3, ge=1, le=100, description="checkpoints kept on disk")
+    keep: int = Field(3, ge=1, le=100, description="the newest checkpoints kept on disk, whatever their age")
+    keep_hourly: int = Field(24, ge=0, le=10000, description="... then the newest of each hour, this many hours back")
+    keep_daily: int = Field(7, ge=0, le=10000, description="... then the newest of each day, this many days back")
+    max_total_bytes: int = Field(
+        0,
+        ge=0,
+        description="checkpoints kept fit in this many bytes in all: oldest go first, never the newest (0: no budget)",
+    )
     retry_seconds: float = Field(
         5.0,
         gt=0.0,

@@ -51,6 +51,7 @@ def test_checkpoints_lists_every_checkpoint_with_its_state(tmp_path: Path) -> No
     assert rows[seqs[1]]["state"] == "unreadable" and "bytes" in rows[seqs[1]]["error"]
     assert rows[999]["state"] == "uncommitted"
     assert all(rows[s]["state"] == "valid" for s in seqs[2:])
+    assert all("samples" in rows[s]["before"] for s in seqs[2:]), "each row says what came before it"
     table = plasticd(tmp_path, "checkpoints")
     assert table.returncode == 0 and "unreadable" in table.stdout and "why:" in table.stdout
     refused = plasticd(tmp_path, "rollback", "12345")
@@ -115,3 +116,36 @@ def test_rollback_marks_the_journal(tmp_path: Path) -> None:
     (marker,) = [json.loads(line)["rollback"] for line in journal if line.startswith('{"rollback":')]
     assert marker["from_seq"] == target["samples_seen"] and marker["rollback_of"] == target["seq"]
     assert json.loads(journal[-1]) == {"rollback": marker}
+
+
+def _entries(spec: list[tuple[int, float, int | None]]) -> list:
+    """(seq, hours before 2026-01-08T00:00Z, samples) -> retention entries, oldest first, 100 bytes each."""
+    from datetime import UTC, datetime, timedelta
+
+    from plasticd.service.retention import Entry
+
+    end = datetime(2026, 1, 8, tzinfo=UTC)
+    return [Entry(seq, (end - timedelta(hours=h)).isoformat(), 100, samples) for seq, h, samples in spec]
+
+
+def test_tiered_retention_keeps_recent_hourly_and_daily_without_duplicates() -> None:
+    from plasticd.service.retention import Retention, keep_plan
+
+    # a week of checkpoints, one every 20 minutes, then an idle pair at the same sample count
+    spec = [(i + 1, 7 * 24 - i / 3, i * 100) for i in range(7 * 24 * 3)]
+    last = spec[-1][0]
+    spec += [(last + 1, 0.0, spec[-1][2] + 50), (last + 2, 0.0, spec[-1][2] + 50)]  # two saves, same samples
+    entries = _entries(spec)
+    kept = keep_plan(entries, Retention(keep=3, hourly=24, daily=7))
+    assert {last + 2, last + 1, last} <= kept  # the newest three, as they are
+    assert len(kept) <= 3 + 24 + 7 and len(kept) >= 3 + 20
+    oldest = min(kept)
+    assert oldest <= 73, "rollback must reach back six days and more, not minutes"  # seq 73: 144 h before the end
+    samples = [e.samples for e in entries if e.seq in kept and e.seq < last]
+    assert len(samples) == len(set(samples)), "a duplicate in the tiers"
+    # an older pair at one sample count: only the newer of the two can fill its hour
+    dup = _entries([(1, 30.0, 10), (2, 29.9, 10), (3, 0.2, 20), (4, 0.1, 30), (5, 0.0, 40)])
+    assert keep_plan(dup, Retention(keep=3, hourly=48)) == {2, 3, 4, 5}
+    # a byte budget drops the oldest first, never the newest
+    assert keep_plan(dup, Retention(keep=3, hourly=48, max_bytes=250)) == {4, 5}
+    assert keep_plan(dup, Retention(keep=1, max_bytes=10)) == {5}

@@ -100,6 +100,7 @@ class Checkpointing:
         self.unmoved = CoveredFiles(work, session, settings.checkpoint.retry_seconds, self.results)  # covered, to move on
         self.last: CheckpointInfo | None = None
         self.failures = 0  # consecutive failed checkpoints
+        self.maintenance: dict[str, int] = {}  # maintenance that changed the model since the last save, by kind
         self.stopping_failures = 0  # ... of them, those that count towards max_failures (a full disk's do not)
         self.no_space = 0  # bytes the last checkpoint needed and did not find (0: not short of space)
         self._space_checked = 0.0  # monotonic time the free space was last looked at
@@ -113,6 +114,10 @@ class Checkpointing:
         self.held = held  # why this process saves no checkpoint of its own (a replica: rank 0 saves at the group's barriers)
         # called after each save attempt with what it wrote (None: it failed) and its seconds (the metrics exporter)
         self.on_save: list[Callable[[CheckpointInfo | None, float], None]] = []
+
+    def noted(self, kind: str) -> None:
+        """A maintenance report of ``kind`` (rewire, growth, merge, drift) changed the model: the next save says so."""
+        self.maintenance[kind] = self.maintenance.get(kind, 0) + 1
 
     @property
     def waiting(self) -> int:
@@ -171,6 +176,8 @@ class Checkpointing:
         )
         meta.update(self.feed.resume_state(), reason=reason)
         meta.update(others.meta)
+        # what came before it: samples learned and the maintenance that changed the model since the last save
+        meta["since_previous"] = {"samples": self.activity.unsaved_samples, "maintenance": dict(self.maintenance)}
         started = time.monotonic()
         try:
             info = self._save(tensors, meta)
@@ -199,6 +206,7 @@ class Checkpointing:
         self.quarantine.settle(quarantined)
         self.activity.unsaved_samples = 0
         self.activity.unsaved_changes = False
+        self.maintenance.clear()
         self.unmoved.add(self.pending)
         self.pending = []
         return self.unmoved.move()

@@ -41,6 +41,7 @@ from plasticd.service.notify import Notifier
 from plasticd.service.pipeline import Outcome, Pipeline
 from plasticd.service.predictions import PredictionWriter
 from plasticd.service.prometheus import start_exporter
+from plasticd.service.retention import Retention
 from plasticd.service.scheduler import MaintenanceScheduler
 from plasticd.service.sources import FolderSource, InboxSource, is_candidate
 from plasticd.service.worker import Worker
@@ -176,7 +177,9 @@ def _common(settings: Settings) -> tuple[Engine, CheckpointStore, PredictionWrit
             "the daemon learns one network: set evolution.enabled = false"
         )
     engine = Engine.from_settings(settings)
-    store = CheckpointStore(settings.paths.checkpoints, keep=settings.checkpoint.keep)
+    c = settings.checkpoint
+    retention = Retention(keep=c.keep, hourly=c.keep_hourly, daily=c.keep_daily, max_bytes=c.max_total_bytes)
+    store = CheckpointStore(settings.paths.checkpoints, keep=c.keep, retention=retention)
     predictions = PredictionWriter(settings.paths.state / PREDICTIONS_FILE)
     return engine, store, predictions
 

@@ -284,4 +284,6 @@ class Worker:
             for hook in self.on_report:
                 hook(report)
             self.activity.unsaved_changes = self.activity.unsaved_changes or report.changed
+            if report.changed:
+                self.checkpoints.noted(type(report).__name__.removesuffix("Report").lower())
         return reports
