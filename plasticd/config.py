@@ -266,6 +266,12 @@ class ReplicaSettings(_Section):
     outer_momentum: float = Field(
         0.9, ge=0.0, lt=1.0, description="combine = outer: Nesterov momentum of the outer step (0: none)"
     )
+    agree_seconds: float = Field(
+        0.02,
+        gt=0.0,
+        description="a busy replica agrees with the group (a barrier: the faster waits for the slower) at most this "
+        "often; a sync or checkpoint may come this much later than due",
+    )
     timeout_seconds: float = Field(
         60.0, gt=0.0, description="a replica that cannot reach its group, or waits this long for a peer, exits with code 1"
     )

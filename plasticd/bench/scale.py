@@ -49,18 +49,19 @@ class ScaleOptions:
     replicas: tuple[int, ...] = (1, 2)
     sync_samples: tuple[int, ...] = (64, 256, 1000)
     combine: tuple[str, ...] = ("sum",)
+    agree_seconds: float = 0.02
     sizes: tuple[int, ...] = (100, 400, 1000, 4000)
     json_out: Path | None = None
 
 
-def _config(settings: Settings, sync_samples: int, combine: str = "sum") -> str:
+def _config(settings: Settings, sync_samples: int, combine: str = "sum", agree_seconds: float = 0.02) -> str:
     m, r = settings.model, settings.replicas
     return (
         f"[model]\nneurons = {m.neurons}\niterations = {m.iterations}\n"
         f'[runtime]\nthreads = 1\ndevice = "cpu"\nseed = {settings.runtime.seed}\n'
         "[daemon]\nsettle_seconds = 0.0\nidle_seconds = 1000\n"
         f'[replicas]\nsync_samples = {sync_samples}\nsync_seconds = 5.0\ncombine = "{combine}"\n'
-        f"outer_lr = {r.outer_lr}\nouter_momentum = {r.outer_momentum}\n"
+        f"outer_lr = {r.outer_lr}\nouter_momentum = {r.outer_momentum}\nagree_seconds = {agree_seconds}\n"
         '[log]\nformat = "json"\nlevel = "info"\n'
     )
 
@@ -136,7 +137,7 @@ def _one_run(
 
     root = work / f"replicas-{replicas}-h{sync_samples}-{combine}"
     shutil.copytree(staging, root / "data_inbox")
-    (root / "plasticd.toml").write_text(_config(settings, sync_samples, combine))
+    (root / "plasticd.toml").write_text(_config(settings, sync_samples, combine, opts.agree_seconds))
     log = root / "group.log"
     group = ["--replicas", str(replicas)] if replicas > 1 else []
     cores = sorted(os.sched_getaffinity(0))
@@ -302,6 +303,7 @@ def register(subparsers: SubParsers) -> argparse.ArgumentParser:
         "--combine", nargs="+", default=["sum"], choices=["sum", "mean", "outer"],
         help="replicas.combine, one run of each group of 2+ replicas per value and H (default sum)",
     )  # fmt: skip
+    p.add_argument("--agree-seconds", type=float, default=0.02, help="replicas.agree_seconds of the groups (default 0.02)")
     p.add_argument("--sizes", type=positive_int, nargs="*", default=[100, 400, 1000, 4000], help="N for the sync cost")
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the results as JSON")
     p.set_defaults(run=run)
@@ -311,7 +313,7 @@ def register(subparsers: SubParsers) -> argparse.ArgumentParser:
 def run(settings: Settings, args: argparse.Namespace) -> int:
     opts = ScaleOptions(
         files=args.files, replicas=tuple(args.replicas), sync_samples=tuple(args.sync_samples), sizes=tuple(args.sizes),
-        combine=tuple(args.combine),
+        combine=tuple(args.combine), agree_seconds=args.agree_seconds,
         json_out=args.json,
     )  # fmt: skip
     run_scale_bench(settings, opts)
