@@ -125,6 +125,11 @@ def _replica_pids(parent: int, replicas: int) -> list[int]:
     return [found[r] for r in sorted(found)]
 
 
+def _journal_lines(root: Path) -> int:
+    """Complete lines in every replica's journal so far (a line being written is not counted)."""
+    return sum(path.read_bytes().count(b"\n") for path in (root / "state").rglob("predictions.jsonl"))
+
+
 def _one_run(
     settings: Settings, staging: Path, replicas: int, sync_samples: int, opts: ScaleOptions, work: Path, combine: str = "sum"
 ) -> dict:
@@ -157,7 +162,7 @@ def _one_run(
                 for rank, pid in enumerate(_replica_pids(proc.pid, replicas)):
                     _pin(pid, cores[rank])
             t0 = time.perf_counter()
-            while sum(1 for _ in (root / "state").rglob("predictions.jsonl")) == 0 or len(_journal(root)) < opts.files:
+            while _journal_lines(root) < opts.files:
                 if proc.poll() is not None:
                     raise RuntimeError(f"the group exited early:\n{log.read_text()[-3000:]}")
                 time.sleep(0.1)
