@@ -256,6 +256,12 @@ class ReplicaSettings(_Section):
         64, ge=1, description="replicas combine their weights after this many labelled samples, counted over the group"
     )
     sync_seconds: float = Field(10.0, gt=0.0, description="... or after this many seconds with something learned")
+    sync_ramp: float = Field(
+        0.0,
+        ge=0.0,
+        description="> 0: while the group's model is young the sync interval is this share of the labelled samples "
+        "the group has learned (at least 64), growing to sync_samples; 0: always sync_samples",
+    )
     combine: Literal["sum", "mean", "outer"] = Field(
         "sum",
         description="sum: the agreed weights plus every replica's change since the last sync (the group moves as one "

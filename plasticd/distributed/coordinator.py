@@ -59,6 +59,7 @@ from plasticd.service.claims import Session
 from plasticd.service.pipeline import Outcome
 from plasticd.service.worker import WAIT_S, Worker
 
+RAMP_MIN = 64  # the shortest sync interval of replicas.sync_ramp
 # positions in the per-turn flags tensor
 LABELLED, UNSAVED, WAITING, STOP, IDLE, CHANGED, SYNC_DUE, CHECKPOINT_DUE, QUIET_DUE = range(9)
 
@@ -231,9 +232,19 @@ class Coordinator:
             reason = "idle"
         else:
             reason = ""
-        if reason or f[LABELLED] >= s.replicas.sync_samples or (f[SYNC_DUE] > 0 and f[LABELLED] > 0):
+        if reason or f[LABELLED] >= self.interval() or (f[SYNC_DUE] > 0 and f[LABELLED] > 0):
             self.sync(int(f[LABELLED]), reason, final=stop)
         return stop
+
+    def interval(self) -> int:
+        """Labelled samples between syncs: ``replicas.sync_samples``, or while the group's model is young and
+        ``replicas.sync_ramp`` > 0, that share of what the group has learned (at least ``RAMP_MIN``): early
+        samples move the model most, so syncs come often then and thin out to H. The same on every replica
+        (the group's count at the last sync)."""
+        r = self.settings.replicas
+        if r.sync_ramp <= 0:
+            return r.sync_samples
+        return min(r.sync_samples, max(RAMP_MIN, int(r.sync_ramp * self.trained_at_sync)))
 
     # ---------------------------------------------------------------- the barrier
 
