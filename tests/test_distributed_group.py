@@ -115,6 +115,14 @@ def test_the_outer_step_is_nesterov_momentum_on_the_averaged_change() -> None:
     assert outer.buffer.shape == (5,) and not outer.buffer.any()
 
 
+def test_the_sync_ramp_syncs_often_early_and_thins_out_to_h() -> None:
+    from plasticd.distributed.coordinator import RAMP_MIN, sync_interval
+
+    assert [sync_interval(1000, 0.0, t) for t in (0, 100, 10_000)] == [1000, 1000, 1000]  # off: always H
+    assert [sync_interval(1000, 0.25, t) for t in (0, 100, 400, 2000, 10_000)] == [RAMP_MIN, RAMP_MIN, 100, 500, 1000]
+    assert sync_interval(32, 0.25, 0) == 32  # never longer than H
+
+
 # ------------------------------------------------------------------ real groups
 
 

@@ -62,6 +62,7 @@ def _config(settings: Settings, sync_samples: int, combine: str = "sum", agree_s
         "[daemon]\nsettle_seconds = 0.0\nidle_seconds = 1000\n"
         f'[replicas]\nsync_samples = {sync_samples}\nsync_seconds = 5.0\ncombine = "{combine}"\n'
         f"outer_lr = {r.outer_lr}\nouter_momentum = {r.outer_momentum}\nagree_seconds = {agree_seconds}\n"
+        f"sync_ramp = {r.sync_ramp}\n"
         '[log]\nformat = "json"\nlevel = "info"\n'
     )
 

@@ -79,6 +79,15 @@ class SyncFacts:
     extra: dict = field(default_factory=dict)
 
 
+def sync_interval(sync_samples: int, ramp: float, trained: int) -> int:
+    """``sync_samples``, or while the group's model is young and ``ramp`` > 0, that share of the ``trained``
+    samples the group has learned (at least ``RAMP_MIN``): early samples move the model most, so syncs come
+    often then and thin out to H. ``trained`` is the group's count at the last sync: the same on every replica."""
+    if ramp <= 0:
+        return sync_samples
+    return min(sync_samples, max(RAMP_MIN, int(ramp * trained)))
+
+
 class Coordinator:
     """Drives one replica's worker in step with the group (every method but ``on_batch`` is collective)."""
 
@@ -237,14 +246,8 @@ class Coordinator:
         return stop
 
     def interval(self) -> int:
-        """Labelled samples between syncs: ``replicas.sync_samples``, or while the group's model is young and
-        ``replicas.sync_ramp`` > 0, that share of what the group has learned (at least ``RAMP_MIN``): early
-        samples move the model most, so syncs come often then and thin out to H. The same on every replica
-        (the group's count at the last sync)."""
-        r = self.settings.replicas
-        if r.sync_ramp <= 0:
-            return r.sync_samples
-        return min(r.sync_samples, max(RAMP_MIN, int(r.sync_ramp * self.trained_at_sync)))
+        """Labelled samples between syncs now (``sync_interval`` of the group's count at the last sync)."""
+        return sync_interval(self.settings.replicas.sync_samples, self.settings.replicas.sync_ramp, self.trained_at_sync)
 
     # ---------------------------------------------------------------- the barrier
 
