@@ -47,9 +47,9 @@ if TYPE_CHECKING:
 class ScaleOptions:
     files: int = 4000
     replicas: tuple[int, ...] = (1, 2)
-    sync_samples: tuple[int, ...] = (64, 256, 1000)
-    combine: tuple[str, ...] = ("sum",)
-    agree_seconds: float = 0.02
+    sync_samples: tuple[int, ...] = (1000,)
+    combine: tuple[str, ...] = ("outer",)
+    agree_seconds: float = 0.1
     sizes: tuple[int, ...] = (100, 400, 1000, 4000)
     json_out: Path | None = None
 
@@ -302,14 +302,14 @@ def register(subparsers: SubParsers) -> argparse.ArgumentParser:
     p.add_argument("--files", type=positive_int, default=4000, help="Fashion-MNIST training files (default 4000)")
     p.add_argument("--replicas", type=positive_int, nargs="+", default=[1, 2], help="group sizes (default 1 2)")
     p.add_argument(
-        "--sync-samples", type=positive_int, nargs="+", default=[64, 256, 1000],
-        help="H: replicas.sync_samples, one run of each group of 2+ replicas per value (default 64 256 1000)",
+        "--sync-samples", type=positive_int, nargs="+",
+        help="H: replicas.sync_samples, one run of each group of 2+ replicas per value (default: the setting's)",
     )  # fmt: skip
     p.add_argument(
-        "--combine", nargs="+", default=["sum"], choices=["sum", "mean", "outer"],
-        help="replicas.combine, one run of each group of 2+ replicas per value and H (default sum)",
+        "--combine", nargs="+", choices=["sum", "mean", "outer"],
+        help="replicas.combine, one run of each group of 2+ replicas per value and H (default: the setting's)",
     )  # fmt: skip
-    p.add_argument("--agree-seconds", type=float, default=0.02, help="replicas.agree_seconds of the groups (default 0.02)")
+    p.add_argument("--agree-seconds", type=float, help="replicas.agree_seconds of the groups (default: the setting's)")
     p.add_argument("--sizes", type=positive_int, nargs="*", default=[100, 400, 1000, 4000], help="N for the sync cost")
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the results as JSON")
     p.set_defaults(run=run)
@@ -318,8 +318,10 @@ def register(subparsers: SubParsers) -> argparse.ArgumentParser:
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
     opts = ScaleOptions(
-        files=args.files, replicas=tuple(args.replicas), sync_samples=tuple(args.sync_samples), sizes=tuple(args.sizes),
-        combine=tuple(args.combine), agree_seconds=args.agree_seconds,
+        files=args.files, replicas=tuple(args.replicas), sizes=tuple(args.sizes),
+        sync_samples=tuple(args.sync_samples or [settings.replicas.sync_samples]),
+        combine=tuple(args.combine or [settings.replicas.combine]),
+        agree_seconds=settings.replicas.agree_seconds if args.agree_seconds is None else args.agree_seconds,
         json_out=args.json,
     )  # fmt: skip
     run_scale_bench(settings, opts)
