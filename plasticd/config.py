@@ -37,7 +37,9 @@ from plasticd.engine_settings import (  # the Engine's sections, re-exported: th
 )
 from plasticd.engine_settings import Section as _Section
 from plasticd.errors import ConfigError
+from plasticd.samples.limits import DEFAULT_LIMITS  # the caps' one home: these settings expose three of them
 
+LOOP_WAIT_SECONDS = 0.2  # the worker loop's longest idle wait for a message: its period when idle (service/worker.py)
 _TOML_FILE: contextvars.ContextVar[Path | None] = contextvars.ContextVar("plasticd_toml_file", default=None)
 
 
@@ -62,9 +64,7 @@ __all__ = [
     "TrainSettings",
     "check_environment",
     "config_file_from_env",
-    "describe_settings",
     "load_settings",
-    "parse_overrides",
 ]
 
 
@@ -82,6 +82,10 @@ class EvolutionSettings(_Section):
     min_samples: int = Field(500, ge=1, description="labelled samples a challenger scores before it may be promoted or retired")
     confidence: float = Field(
         0.05, gt=0.0, lt=1.0, description="δ of the Hoeffding bounds: promote when challenger's upper < champion's lower"
+    )
+    bound: Literal["hoeffding", "paired"] = Field(
+        "hoeffding",
+        description="hoeffding: ChaCha's two intervals; paired: one empirical-Bernstein interval on the paired differences",
     )
     cost_weight: float = Field(
         1.0, ge=0.0, description="the champion rule's one knob: points of accuracy one halving of the work per sample is worth"
@@ -163,7 +167,14 @@ class CheckpointSettings(_Section):
     every_samples: int = Field(2000, ge=1, description="checkpoint after this many samples")
     every_seconds: float = Field(60.0, gt=0.0, description="... or this many seconds with unsaved samples")
     idle_seconds: float = Field(1.0, ge=0.0, description="... or this long without new samples")
-    keep: int = Field(3, ge=1, le=100, description="checkpoints kept on disk")
+    keep: int = Field(3, ge=1, le=100, description="the newest checkpoints kept on disk, whatever their age")
+    keep_hourly: int = Field(24, ge=0, le=10000, description="... then the newest of each hour, this many hours back")
+    keep_daily: int = Field(7, ge=0, le=10000, description="... then the newest of each day, this many days back")
+    max_total_bytes: int = Field(
+        0,
+        ge=0,
+        description="checkpoints kept fit in this many bytes in all: oldest go first, never the newest (0: no budget)",
+    )
     retry_seconds: float = Field(
         5.0,
         gt=0.0,
@@ -180,6 +191,13 @@ class CheckpointSettings(_Section):
         description="idle and timed checkpoints come at most this often (caps disk writes under a trickle;"
         " files wait in paths.work meanwhile); every_samples and shutdown checkpoints are not held back",
     )
+    max_time_share: float = Field(
+        0.05,
+        ge=0.0,
+        lt=1.0,
+        description="under a sustained backlog, every_samples checkpoints wait until the last save's duration is at"
+        " most this share of the time since it began (0: no bound); files wait in paths.work meanwhile",
+    )
     max_bytes_per_hour: int = Field(
         0,
         ge=0,
@@ -191,10 +209,10 @@ class CheckpointSettings(_Section):
 class LimitSettings(_Section):
     """What a sample file may contain; anything beyond is quarantined before it is parsed."""
 
-    max_file_bytes: int = Field(16 * 1024 * 1024, ge=1, description="largest sample file read (bytes)")
-    max_samples: int = Field(50_000, ge=1, description="most samples in one file")
+    max_file_bytes: int = Field(DEFAULT_LIMITS.max_file_bytes, ge=1, description="largest sample file read (bytes)")
+    max_samples: int = Field(DEFAULT_LIMITS.max_samples, ge=1, description="most samples in one file")
     max_abs_value: float = Field(
-        1e15,
+        DEFAULT_LIMITS.max_abs_value,
         gt=0.0,
         description="largest |x| accepted (never above float32's 3.4e38); it guards the arithmetic, not the data:"
         " within 1e15 the input scaler's float32 variance stays finite ((2e15)^2 = 4e30) with room to spare,"
@@ -245,8 +263,28 @@ class MetricsSettings(_Section):
         60.0,
         gt=0.0,
         description="/healthz answers 503 once the worker loop has not turned for this long (a step, rewiring"
-        " cycle or checkpoint that takes longer counts as a stall)",
+        f" cycle or checkpoint that takes longer counts as a stall); above the loop's own period ({LOOP_WAIT_SECONDS:g} s)",
     )
+    predict: bool = Field(
+        True, description="serve POST /predict: the live model's predictions (never learned from) on the same server"
+    )
+    snapshot_ms: float = Field(
+        5.0,
+        ge=0.0,
+        description="while it learns, the worker publishes the snapshot POST /predict answers from at most this often"
+        " (and at once when its queue is empty; never more than 1/20 of its time cloning)",
+    )
+
+    @field_validator("stall_seconds")
+    @classmethod
+    def _stall_above_the_loop_period(cls, value: float) -> float:
+        if value <= LOOP_WAIT_SECONDS:
+            raise ValueError(
+                f"{value:g} s is not above the worker loop's own period: an idle loop turns"
+                f" every {LOOP_WAIT_SECONDS:g} s (it waits that long for work), so /healthz would call each idle wait a"
+                f" stall; use more than {LOOP_WAIT_SECONDS:g} (default 60)"
+            )
+        return value
 
 
 class ReplicaSettings(_Section):
@@ -340,31 +378,6 @@ def _format_validation_error(err: ValidationError, origin: str) -> str:
     return "\n".join(lines)
 
 
-def parse_overrides(pairs: list[str]) -> dict[str, Any]:
-    """Turn ``["model.neurons=800", "train.lr=1e-3"]`` into a nested dict.
-
-    Values are parsed as TOML scalars where possible (numbers, booleans,
-    arrays, quoted strings) and taken as plain strings otherwise.
-    """
-    tree: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--set expects section.field=value, got {pair!r}")
-        try:
-            value = tomllib.loads(f"v = {raw}")["v"]
-        except tomllib.TOMLDecodeError:
-            value = raw
-        node = tree
-        parts = key.strip().split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"--set {pair!r}: {part!r} is a field, not a section")
-        node[parts[-1]] = value
-    return tree
-
-
 ENV_PREFIX = "PLASTICD_"
 CONFIG_ENV = "PLASTICD_CONFIG"
 _NOT_SETTINGS = {CONFIG_ENV, "PLASTICD_TEST_DATASET"}  # PLASTICD_* variables that are not settings
@@ -445,34 +458,3 @@ def load_settings(config_file: Path | None = None, overrides: dict[str, Any] | N
         raise _env_parse_error(err, os.environ) from None
     finally:
         _TOML_FILE.reset(token)
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, (tuple, list)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def describe_settings(settings: Settings) -> str:
-    """The settings as a commented TOML document (a valid config file)."""
-    lines = [
-        "# plasticd settings: defaults < config file < PLASTICD_* env < flags.",
-        "# Environment: PLASTICD_<SECTION>__<FIELD>, e.g. PLASTICD_MODEL__NEURONS=800",
-    ]
-    for section_name in type(settings).model_fields:
-        section = getattr(settings, section_name)
-        lines += ["", f"[{section_name}]"]
-        doc = (type(section).__doc__ or "").strip().splitlines()
-        if doc:
-            lines.append(f"# {doc[0]}")
-        for field_name, field in type(section).model_fields.items():
-            value = getattr(section, field_name)
-            default = field.default
-            note = f"  (default {_toml_value(default) if default is not None else 'unset'})" if value != default else ""
-            lines.append(f"# {field.description}{note}")
-            lines.append(f"{field_name} = {_toml_value(value)}" if value is not None else f"# {field_name} = (unset)")
-    return "\n".join(lines) + "\n"

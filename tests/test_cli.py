@@ -12,7 +12,7 @@ import pytest
 
 from plasticd.bench import BENCHMARKS
 from plasticd.bench.common import mean_std, run_record, write_results
-from plasticd.cli import build_parser, cmd_bench
+from plasticd.cli import build_parser
 
 TIMEOUT = 300
 
@@ -59,10 +59,19 @@ def test_old_bench_flags_name_their_sub_command(flag: str) -> None:
 def test_each_benchmark_registers_its_sub_command_with_settings_and_a_runner() -> None:
     parser = build_parser()
     args = parser.parse_args(["bench", "growth", "--micro-batch", "4", "--set", "model.neurons=20", "--json", "g.json"])
-    assert args.func is cmd_bench and callable(args.run) and args.benchmark == "growth"
+    assert callable(args.func) and callable(args.run) and args.benchmark == "growth"
     assert args.micro_batch == 4 and args.set == ["model.neurons=20"] and args.json == Path("g.json")
     old_spelling = parser.parse_args(["bench", "continual", "--continual-batch", "8"])
     assert old_spelling.micro_batch == 8
+
+
+def test_every_command_is_registered_one_way_with_the_settings_options_and_a_runner() -> None:
+    """commands.add_commands: each command's module registers its parser with run=; each gets --config/--set."""
+    parser = build_parser()
+    for argv in (["run"], ["ingest", "todo"], ["status"], ["config"], ["report"], ["predict", "-"], ["checkpoints"],
+                 ["rollback", "3"], ["export", "m.safetensors"], ["bench", "learn"]):  # fmt: skip
+        args = parser.parse_args([*argv, "--set", "model.neurons=20"])
+        assert callable(args.func) and callable(args.run) and args.set == ["model.neurons=20"], argv
 
 
 def test_version() -> None:

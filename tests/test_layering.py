@@ -249,3 +249,27 @@ def test_distributed_never_imports_the_model_layer() -> None:
 def test_the_operator_tools_never_import_the_benchmarks() -> None:
     offences = {m: sorted(i for i in imports_of(m) if _within(i, ("plasticd.bench",))) for m in _modules_under("plasticd.tools")}
     assert not {m: i for m, i in offences.items() if i}
+
+
+def _calls(module: str, attribute: str) -> list[int]:
+    return [
+        node.lineno
+        for node in ast.walk(ast.parse(MODULES[module].read_text()))
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == attribute
+    ]
+
+
+def test_torch_threads_are_set_in_one_place() -> None:
+    """runtime.threads has one home (plasticd/threads.py); every command and benchmark goes through it."""
+    callers = sorted(m for m in MODULES if _calls(m, "set_num_threads"))
+    assert callers == ["plasticd.threads"]
+
+
+def test_the_sample_limit_defaults_have_one_home() -> None:
+    """config.LimitSettings takes its defaults from samples/limits.py: the two can never disagree."""
+    from plasticd.config import LimitSettings
+    from plasticd.samples.limits import DEFAULT_LIMITS
+
+    for name, field in LimitSettings.model_fields.items():
+        assert field.default == getattr(DEFAULT_LIMITS, name), name
+    assert "plasticd.samples.limits" in imports_of("plasticd.config")

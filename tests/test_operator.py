@@ -80,14 +80,15 @@ def test_run_and_ingest_refuse_overlapping_folders_with_exit_code_2(root: Path) 
 # ---------------------------------------------------------------- item 11: user errors
 
 
-def test_ingest_from_another_file_system_is_refused_with_the_way_out(root: Path) -> None:
+def test_ingest_from_another_file_system_copies_then_claims(root: Path) -> None:
     with tempfile.TemporaryDirectory(dir="/dev/shm") as other:
         assert os.stat(other).st_dev != os.stat(root).st_dev
         fill(Path(other), 2, 2)
         out = plasticd(root, "ingest", other, "--config", "plasticd.toml")
-        assert out.returncode == 2, out.stderr
-        assert "another file system" in out.stderr and "Traceback" not in out.stderr
-        assert len(list(Path(other).glob("*.json"))) == 2
+        assert out.returncode == 0, out.stderr  # issue 20: copied, then claimed (it was refused before)
+        assert "ingest.copying" in out.stderr and "Traceback" not in out.stderr
+        assert os.listdir(other) == []  # each source removed once its copy was durable
+        assert len(list((root / "done").glob("*.json"))) == 2
 
 
 def test_a_folder_that_cannot_be_created_is_a_message_and_exit_1(root: Path) -> None:

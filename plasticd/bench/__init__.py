@@ -14,14 +14,14 @@ that run a benchmark: ``plasticd status`` must not pay for torch.
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from collections.abc import Callable
 
-from plasticd.bench.common import SubParsers
+from plasticd.commands import SubParsers, add_commands
+from plasticd.config import Settings
 
 # modules of this package, in --help order
-BENCHMARKS = ("learn", "step", "daemon", "growth", "continual", "drift", "detectors", "scale", "evolve")
+BENCHMARKS = ("learn", "step", "daemon", "predict", "growth", "continual", "drift", "detectors", "scale", "evolve")
 
 _OLD_FLAGS = {"--daemon": "daemon", "--growth": "growth", "--continual": "continual"}
 
@@ -38,15 +38,15 @@ class _NowASubcommand(argparse.Action):
 def add_bench_group(
     subparsers: SubParsers,
     *,
-    settings_args: Callable[[argparse.ArgumentParser], None],
-    func: Callable[[argparse.Namespace], int],
+    settings_args: Callable[..., None],
+    settings_from_args: Callable[[argparse.Namespace], Settings],
+    setup: Callable[[Settings], None],
     epilog: str,
 ) -> argparse.ArgumentParser:
     """Add ``bench`` and one sub-command per module in ``BENCHMARKS``.
 
-    ``settings_args`` adds the settings options to each sub-command; ``func``
-    is what the command line calls for them (it resolves the settings and calls
-    ``args.run(settings, args)``). ``plasticd bench`` alone prints the group's help.
+    Each benchmark module registers itself as every command does (``commands.add_commands``); running one
+    resolves the settings, calls ``setup`` and then its ``run``. ``plasticd bench`` alone prints the group's help.
     """
     group = subparsers.add_parser(
         "bench",
@@ -60,13 +60,10 @@ def add_bench_group(
         group.add_argument(flag, nargs=0, action=_NowASubcommand, help=argparse.SUPPRESS)
     group.set_defaults(func=lambda args: _print_help(group))
     benchmarks = group.add_subparsers(dest="benchmark", metavar="BENCHMARK", title="benchmarks")
-    for name in BENCHMARKS:
-        module = importlib.import_module(f"{__name__}.{name}")
-        parser = module.register(benchmarks)
-        if parser.epilog is None:
-            parser.epilog = epilog
-        settings_args(parser)
-        parser.set_defaults(func=func)
+    add_commands(
+        benchmarks, [f"{__name__}.{name}" for name in BENCHMARKS], settings_args=settings_args,
+        settings_from_args=settings_from_args, setup=setup, epilog=epilog,
+    )  # fmt: skip
     return group
 
 

@@ -32,7 +32,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from plasticd.config import Settings, describe_settings
+from plasticd.config import Settings
+from plasticd.config_text import describe_settings
+from plasticd.threads import set_threads
 
 if TYPE_CHECKING:  # numpy and torch are imported where a run starts: the CLI imports this module for its names
     import numpy as np
@@ -60,9 +62,8 @@ def stream_settings(settings: Settings, stream: Stream, seed: int) -> Settings:
 
 def run_contender(name: str, stream: Stream, settings: Settings, seed: int) -> Run:
     """Stream ``stream`` through contender ``name``, prequentially."""
-    import torch
 
-    torch.set_num_threads(1)
+    set_threads(1)
     if name == "plasticd-ingest":
         return _ingest(stream, stream_settings(settings, stream, seed))
     if name == "plasticd-b1":

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 
 from plasticd.bench.common import SubParsers, mean_std, positive_int, write_results
 from plasticd.config import Settings
+from plasticd.threads import set_threads
 
 if TYPE_CHECKING:
     import numpy as np
@@ -129,7 +130,7 @@ def run_one(settings: Settings, stream: str, variant: str, seed: int, opts: Cont
     from plasticd.learn.engine import Engine
     from plasticd.learn.reports import MergeReport
 
-    torch.set_num_threads(1)
+    set_threads(1)
     t0 = time.perf_counter()
     s = variant_settings(settings, variant, opts, seed)
     tasks = build_tasks(stream, load_split(s.paths.dataset, "train"), load_split(s.paths.dataset, "test"), opts, seed)

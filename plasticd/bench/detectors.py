@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from plasticd.bench.common import SubParsers, positive_int, run_record, write_results
 from plasticd.bench.streams import STREAMS
 from plasticd.config import Settings
+from plasticd.threads import set_threads
 
 if TYPE_CHECKING:
     import numpy as np
@@ -99,7 +100,7 @@ def errors_of(stream_name: str, settings: Settings, samples: int | None) -> tupl
     from plasticd.bench.streams import build_stream
     from plasticd.learn.engine import Engine
 
-    torch.set_num_threads(1)
+    set_threads(1)
     stream = build_stream(stream_name, samples, settings.runtime.seed, settings.paths.dataset)
     s = stream_settings(settings, stream, settings.runtime.seed)
     s = s.model_copy(update={"drift": s.drift.model_copy(update={"detector": "off"})})

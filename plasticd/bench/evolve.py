@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from plasticd.bench.common import SubParsers, positive_int, run_record, write_results
 from plasticd.bench.streams import CONTROL, STREAMS, build_stream
 from plasticd.config import Settings
+from plasticd.threads import set_threads
 
 if TYPE_CHECKING:
     from plasticd.bench.streams import Stream
@@ -118,7 +119,7 @@ def _run_job(name: str, contender: str, settings_json: str, opts: EvolveOptions)
     from plasticd.evolution.population import Population
     from plasticd.learn.engine import Engine
 
-    torch.set_num_threads(1)
+    set_threads(1)
     base = Settings.model_validate_json(settings_json)
     stream, test = _stream(name, opts, base.paths.dataset)
     settings = _settings_for(base, contender, stream)

@@ -34,6 +34,7 @@ from plasticd.bench.common import (
     write_results,
 )
 from plasticd.config import Settings
+from plasticd.threads import set_threads
 
 if TYPE_CHECKING:
     from plasticd.learn.engine import Engine
@@ -94,8 +95,7 @@ def _run(name: str, settings_json: str, seed: int, neurons: int, opts: GrowthBen
     from plasticd.learn.reports import GrowthReport
 
     settings = _settings_for(Settings.model_validate_json(settings_json), name, seed, neurons)
-    if settings.runtime.threads:
-        torch.set_num_threads(settings.runtime.threads)
+    set_threads(settings.runtime.threads)
     train = load_split(settings.paths.dataset, "train")
     test = load_split(settings.paths.dataset, "test")
     engine = Engine.from_settings(settings)

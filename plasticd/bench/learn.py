@@ -33,6 +33,7 @@ from pathlib import Path
 
 from plasticd.bench.common import SubParsers, positive_int, run_record, write_results
 from plasticd.config import Settings
+from plasticd.threads import set_threads
 
 BASELINE = "mlp"
 
@@ -93,8 +94,7 @@ def _run_contender(name: str, settings_json: str, opts: BenchOptions) -> Contend
     from plasticd.learn.prequential import PrequentialMetrics
 
     settings = Settings.model_validate_json(settings_json)
-    if settings.runtime.threads:
-        torch.set_num_threads(settings.runtime.threads)
+    set_threads(settings.runtime.threads)
     train = load_split(settings.paths.dataset, "train")
     test = load_split(settings.paths.dataset, "test")
     batch = opts.micro_batch if name == f"plastic-b{opts.micro_batch}" else 1
@@ -146,8 +146,7 @@ def _time_rewire(settings_json: str, sizes: tuple[int, ...], repeats: int = 3) -
     from plasticd.learn.engine import Engine
 
     base = Settings.model_validate_json(settings_json)
-    if base.runtime.threads:
-        torch.set_num_threads(base.runtime.threads)
+    set_threads(base.runtime.threads)
     train = load_split(base.paths.dataset, "train")
     out = []
     for n in sizes:

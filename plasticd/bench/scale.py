@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING
 
 from plasticd.bench.common import SubParsers, positive_int, run_record, write_results
 from plasticd.config import Settings
+from plasticd.threads import set_threads
 
 if TYPE_CHECKING:
     import numpy as np
@@ -207,7 +208,7 @@ def _allreduce_worker(rank: int, port: int, sizes: tuple[int, ...], input_dim: i
     import torch
     import torch.distributed as dist
 
-    torch.set_num_threads(1)
+    set_threads(1)
     store = dist.TCPStore("127.0.0.1", port, 2, is_master=rank == 0, timeout=datetime.timedelta(seconds=60))
     dist.init_process_group("gloo", store=store, rank=rank, world_size=2)
     results = {}

@@ -11,8 +11,9 @@ within one round, and the table gives the median and the range over rounds):
 * ``ingest``: ``plasticd ingest`` with ``train.max_batch = 1`` over the same
   samples as one ``.json`` file each (claims, journal, checkpoints, moves: the
   whole daemon path), timed from the worker's start to the drained folder;
-* ``ingest-small-N`` / ``ingest-small-400``: the same ingest over a 10-feature
-  stream (the rotating hyperplane) with N (default 64) and 400 neurons.
+* ``ingest-small-N`` / ``ingest-small-400``: ingest over a 10-feature stream
+  (the rotating hyperplane) with N (default 64) and 400 neurons, micro-batched
+  as the daemon is under backlog (``train.max_batch``).
 
 Ratios printed: ingest / mlp and engine / mlp (target ingest ≥ 1.0), and the
 files/s of the small network over 400 neurons (target ≥ 3).
@@ -32,6 +33,7 @@ from pathlib import Path
 
 from plasticd.bench.common import SubParsers, positive_int, write_results
 from plasticd.config import Settings
+from plasticd.threads import set_threads
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,7 @@ def _mlp(settings_json: str, x_path: str, warmup: int) -> float:
     import numpy as np
     import torch
 
-    torch.set_num_threads(1)
+    set_threads(1)
     s = Settings.model_validate_json(settings_json)
     data = np.load(x_path)
     x, y = torch.from_numpy(data["x"]), torch.from_numpy(data["y"])
@@ -76,7 +78,7 @@ def _engine(settings_json: str, x_path: str, warmup: int) -> float:
 
     from plasticd.learn.engine import Engine
 
-    torch.set_num_threads(1)
+    set_threads(1)
     s = Settings.model_validate_json(settings_json)
     data = np.load(x_path)
     x, y = torch.from_numpy(data["x"]), data["y"]
@@ -91,13 +93,12 @@ def _engine(settings_json: str, x_path: str, warmup: int) -> float:
 
 def _ingest(settings_json: str, folder: str, root: str) -> float:
     """Files/s of ``plasticd ingest`` over ``folder`` (the worker's own clock: no imports, no start-up)."""
-    import torch
 
     from plasticd import log
     from plasticd.service.daemon import run_ingest
 
     s = Settings.model_validate_json(settings_json)
-    torch.set_num_threads(s.runtime.threads)
+    set_threads(s.runtime.threads)
     log.configure(level="warning", fmt="json")
     summary = run_ingest(s, Path(folder), Path(root) / "done", progress=False)
     return summary.files_processed / summary.seconds
@@ -122,6 +123,7 @@ def run_step_bench(settings: Settings, opts: StepBenchOptions) -> dict:
     n = opts.samples
     small = build_stream("hyperplane-incremental", n, seed=settings.runtime.seed)
     base = _with(settings, runtime={"threads": 1}, train={"max_batch": 1})
+    batch = settings.train.max_batch  # the small-network comparison runs as the daemon does under backlog
     ctx = multiprocessing.get_context("spawn")
     rows: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="plasticd-step-") as tmp:
@@ -130,14 +132,17 @@ def run_step_bench(settings: Settings, opts: StepBenchOptions) -> dict:
         np.savez(arrays, x=train.x[:n], y=train.y[:n])
         _write_files(t / "fashion", train.x[:n], train.y[:n])
         _write_files(t / "small", small.x, small.y)
-        print(f"plasticd bench step: {n} samples per run, {opts.rounds} round(s), one torch thread per contender")
+        print(
+            f"plasticd bench step: {n} samples per run, {opts.rounds} round(s), one torch thread per contender; "
+            f"ingest of Fashion-MNIST with max_batch 1, of the 10-feature stream with max_batch {batch}"
+        )
         for r in range(opts.rounds):
             jobs: dict[str, tuple[object, Settings, object]] = {
                 "mlp": (_mlp, base, arrays),
                 "engine": (_engine, base, arrays),
                 "ingest": (_ingest, base, "fashion"),
-                f"ingest-small-{opts.small}": (_ingest, _small(base, small.num_classes, opts.small), "small"),
-                "ingest-small-400": (_ingest, _small(base, small.num_classes, 400), "small"),
+                f"ingest-small-{opts.small}": (_ingest, _small(base, small.num_classes, opts.small, batch), "small"),
+                "ingest-small-400": (_ingest, _small(base, small.num_classes, 400, batch), "small"),
             }
             for name, (fn, s, data) in jobs.items():
                 with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
@@ -173,8 +178,8 @@ def run_step_bench(settings: Settings, opts: StepBenchOptions) -> dict:
     return {"options": {**asdict(opts), "json_out": None}, "samples_per_s": rows, "ratios": ratios}
 
 
-def _small(base: Settings, classes: int, neurons: int) -> Settings:
-    return _with(base, model={"input_dim": 10, "num_classes": classes, "neurons": neurons})
+def _small(base: Settings, classes: int, neurons: int, batch: int) -> Settings:
+    return _with(base, model={"input_dim": 10, "num_classes": classes, "neurons": neurons}, train={"max_batch": batch})
 
 
 def _with(settings: Settings, **sections: dict) -> Settings:

@@ -104,11 +104,11 @@ class Coordinator:
         now = time.monotonic()
         self.last_sync = self.last_checkpoint = self.group_busy_at = self.agreed_at = now
         worker.on_batch.append(self.on_batch)
-        worker.pipeline.plasticity = False  # no replica rewires, grows or merges on its own: masks stay identical
-        worker.pipeline.replica = (replica.rank, replica.world_size)  # journal seq unique across the group
+        # built as one of the group (daemon.build_file_worker(replica=...)): no replica rewires, grows or merges on
+        # its own (masks stay identical), journal seq unique across the group, rank 0 saves at the barriers only
+        assert worker.pipeline.replica == (replica.rank, replica.world_size) and not worker.pipeline.plasticity
         r = settings.replicas
         self.outer = OuterOptimizer(r.outer_lr, r.outer_momentum) if r.combine == "outer" else None
-        worker.checkpoints.held = f"replica {replica.rank} of {replica.world_size}: rank 0 saves at the group's barriers"
 
     def on_batch(self, outcome: Outcome) -> None:
         self.busy = self.busy or bool(outcome.done or outcome.failed)

@@ -52,8 +52,10 @@ from plasticd.learn.drift import Alarm, DriftMonitor
 from plasticd.learn.growth_policy import (
     GrowthPolicy,
 )
+from plasticd.learn.inference import BATCH_ROWS, Predictor, chosen_copy, frozen
 from plasticd.learn.persistence import Persisting, Savepoint
 from plasticd.learn.prequential import MetricsSnapshot, PrequentialMetrics
+from plasticd.learn.readout import readout
 from plasticd.learn.replication import Replicating
 from plasticd.learn.reports import DriftReport, MergeReport, Report
 from plasticd.learn.resizing import Resizing
@@ -69,7 +71,7 @@ from plasticd.model.optim import (
 from plasticd.model.plastic_net import (
     LIVE,
     Trace,
-    all_finite,
+    Workspace,
     backward,
     cross_entropy_grad,
     forward,
@@ -83,6 +85,11 @@ from plasticd.model.replay import ReservoirBuffer
 __all__ = ["UNLABELLED", "Engine", "Savepoint", "StepResult", "resolve_device"]
 
 UNLABELLED = -1
+_NOT_FINITE = (  # by the first check of the step's readout that failed
+    "the network's outputs for this batch are not finite",
+    "the network's input statistics (running variance) for this batch are not finite",
+    "the gradient of this batch is not finite; the update was not applied",
+)
 
 
 @dataclass(frozen=True)
@@ -178,6 +185,7 @@ class Engine(Rewiring, Resizing, Persisting, Replicating):
         if self.choice.copies != self.copies:  # averaging switched on or off since the checkpoint
             self.choice.resize(self.copies)
         self.grads = {k: torch.zeros_like(v) for k, v in self.live.items()}
+        self.ws = Workspace()  # the per-sample path's buffers and views (plastic_net.py), for these weights
         for name, p in self.live.items():
             p.grad = self.grads[name]
         self.optim_config = optim_config(self.train_settings, self.cfg.input_dim)
@@ -214,28 +222,30 @@ class Engine(Rewiring, Resizing, Persisting, Replicating):
         # predictions come from the chosen copy, as it was before this step's update.
         chosen = self.choice.chosen()
         theta = self.theta if n_lab else {k: v[chosen : chosen + 1] for k, v in self.theta.items()}
-        trace = forward(theta, xn, self.cfg)
+        trace = forward(theta, xn, self.cfg, self.ws)
         pred_logits = trace.logits[chosen if n_lab else 0, :b]  # replayed rows (after the first b) are never predicted
-        try:
-            # Finite but huge inputs overflow the running variance; rsqrt(inf) = 0 would then
-            # blind the network to every later input: refuse the batch like a non-finite output.
-            # One sum each (any inf/NaN makes it non-finite; so does an overflowing sum), one sync for both.
-            if not bool(torch.isfinite(trace.logits.sum() + self.norm.var.sum())):
-                what = "outputs" if not bool(torch.isfinite(trace.logits.sum())) else "input statistics (running variance)"
-                raise NonFiniteError(f"the network's {what} for this batch are not finite")
-            if n_lab:
-                self._learn(trace, *train)
-                self._follow_average(n_lab)
-        except NonFiniteError:
+        target = torch.from_numpy(np.where(train[1], train[0], 0)).to(self.device, non_blocking=True)
+        # Finite but huge inputs overflow the running variance; rsqrt(inf) = 0 would then
+        # blind the network to every later input: refuse the batch like a non-finite output.
+        # One sum each (any inf/NaN makes it non-finite; so does an overflowing sum), brought back
+        # with the predictions in one transfer (readout.py), before anything is updated.
+        checks = [trace.logits.sum(), self.norm.var.sum()]
+        if n_lab:
+            checks.extend(self._gradients(trace, target, *train[1:]))
+        scored = trace.logits[:, :b] if n_lab and self.choice.enabled else None  # every copy, for the choice
+        out = readout(pred_logits, target[:b], is_lab, scored, checks)
+        if not out.finite.all():
             self.norm.restore(norm_before)
-            raise
+            raise NonFiniteError(_NOT_FINITE[min(int(np.argmin(out.finite)), 2)])  # checks 2.. are the gradients
+        if n_lab:
+            self._learn(train[2])  # replayed rows count: the step is over every row it trained on
+            self._follow_average(n_lab)
         if n_lab:
             x_lab = x if n_lab == b else x[torch.from_numpy(is_lab).to(self.device)]
             self.buffer.add(x_lab, labels[is_lab])
             if self.replay is not None:
                 self.replay.add(x_lab, labels[is_lab])
-        scored = trace.logits[:, :b] if n_lab and self.choice.enabled else None  # every copy, for the choice
-        predicted, confidence, loss, by_copy = _prequential(pred_logits, labels, is_lab, scored)
+        predicted, confidence, loss, by_copy = out.predicted, out.confidence, out.loss, out.by_copy
         correct = predicted[is_lab] == labels[is_lab]
         self.metrics.update(correct, loss[is_lab], unlabelled=b - n_lab, trained=n_lab)
         if by_copy is not None:
@@ -334,29 +344,32 @@ class Engine(Rewiring, Resizing, Persisting, Replicating):
         self._reports.append(merge.report)
         return merge.report
 
-    def _learn(self, trace: Trace, labels: np.ndarray, is_lab: np.ndarray, n_lab: int) -> None:
-        """One optimizer step of the live copy on the labelled rows, then the average follows."""
-        target = torch.from_numpy(np.where(is_lab, labels, 0)).to(self.device, non_blocking=True)
-        weight = None if n_lab == len(labels) else torch.from_numpy(is_lab.astype(np.float32)).to(self.device)
+    def _gradients(self, trace: Trace, target: Tensor, is_lab: np.ndarray, n_lab: int) -> list[Tensor]:
+        """The live copy's gradient on the labelled rows into ``grads`` (nothing else changes); the sum of
+        each gradient, for the finiteness check."""
+        weight = None if n_lab == len(is_lab) else torch.from_numpy(is_lab.astype(np.float32)).to(self.device)
         dlogits = cross_entropy_grad(trace.logits[LIVE], target, weight, self.train_settings.label_smoothing)
-        backward(self.live, trace, dlogits, self.grads, self.cfg)
+        backward(self.live, trace, dlogits, self.grads, self.cfg, self.ws)
         self.grads["w"].mul_(self.mask_f)  # absent connections get no update
-        if not all_finite(list(self.grads.values())):
-            raise NonFiniteError("the gradient of this batch is not finite; the update was not applied")
+        return [g.sum() for g in self.grads.values()]
+
+    def _learn(self, n_lab: int) -> None:
+        """One optimizer step of the live copy with the gradient ``_gradients`` wrote."""
         per_step(self.optimizer, self.optim_config, self.learning_rate, n_lab)
         self.optimizer.step()
         self.steps += 1
 
-    def predict_logits(self, x: Tensor, batch_size: int = 4096) -> Tensor:
+    def predict_logits(self, x: Tensor, batch_size: int = BATCH_ROWS) -> Tensor:
         """Logits (B, C) for ``x`` (B, D) as the engine would predict them now (the chosen copy); changes no state."""
-        chosen = self.choice.chosen()
-        theta = {k: v[chosen : chosen + 1] for k, v in self.theta.items()}
-        with torch.no_grad():
-            out = [
-                forward(theta, self.norm(x[i : i + batch_size].to(self.device, torch.float32)), self.cfg).logits[0]
-                for i in range(0, x.shape[0], batch_size)
-            ]
-        return torch.cat(out) if out else torch.empty((0, self.cfg.output_dim), device=self.device)
+        return self._predictor().logits(x, batch_size)
+
+    def predictor(self) -> Predictor:
+        """What ``predict_logits`` uses now, cloned (inference.py): it predicts as the engine does at this moment,
+        whatever the engine does next, and may be used from another thread."""
+        return frozen(self._predictor())
+
+    def _predictor(self) -> Predictor:
+        return Predictor(chosen_copy(self.theta, self.choice.chosen()), self.norm, self.cfg)
 
     def predicting(self) -> Predicting:
         """A CPU copy of the weights that predict now (the chosen copy), the mask and the input scaler."""
@@ -387,24 +400,3 @@ class Engine(Rewiring, Resizing, Persisting, Replicating):
 
     def snapshot(self) -> MetricsSnapshot:
         return self.metrics.snapshot()
-
-
-def _prequential(
-    logits: Tensor, labels: np.ndarray, is_lab: np.ndarray, every_copy: Tensor | None = None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
-    """Predicted class, its probability and the cross-entropy (NaN if unlabelled) from (B, C) logits; with
-    ``every_copy`` (S, B, C), also each copy's predicted class (S, B) for the copy choice.
-
-    Computed on the device and brought to the host in one transfer.
-    """
-    logp = torch.log_softmax(logits, dim=1)  # (B, C)
-    top, predicted = logp.max(dim=1)
-    target = torch.from_numpy(np.where(is_lab, labels, 0)).to(logits.device, non_blocking=True)
-    picked = logp.gather(1, target.unsqueeze(1)).squeeze(1)
-    rows = [predicted.to(logp.dtype), top, picked]
-    if every_copy is not None:
-        rows += list(every_copy.argmax(dim=2).to(logp.dtype))
-    host = torch.stack(rows).cpu().numpy()  # (3 [+ S], B)
-    loss = np.where(is_lab, -host[2], np.nan).astype(np.float32)
-    by_copy = host[3:].astype(np.int64) if every_copy is not None else None
-    return host[0].astype(np.int64), np.exp(host[1]).astype(np.float32), loss, by_copy

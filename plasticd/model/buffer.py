@@ -27,8 +27,14 @@ class RecentBuffer:
 
     def add(self, x: Tensor, y: Tensor | np.ndarray) -> None:
         """Append a batch (B, D) / (B,), overwriting the oldest entries."""
-        y = torch.as_tensor(y, dtype=torch.int64).to(self.y.device, non_blocking=True)
         b = x.shape[0]
+        if b == 1:  # the per-sample path: two copies into the ring
+            self.x[self._pos].copy_(x[0])
+            self.y[self._pos] = int(y[0])
+            self._pos = (self._pos + 1) % self.capacity
+            self._size = min(self._size + 1, self.capacity)
+            return
+        y = torch.as_tensor(y, dtype=torch.int64).to(self.y.device, non_blocking=True)
         if b == 0:
             return
         if b >= self.capacity:

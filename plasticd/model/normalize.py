@@ -53,6 +53,13 @@ class InputNorm:
         """A copy of the statistics, for ``restore`` when a step is rejected."""
         return self.mean.clone(), self.var.clone(), self.count
 
+    def copy(self) -> InputNorm:
+        """An independent scaler with the same statistics (clones: later updates of either do not reach the other)."""
+        twin = InputNorm.__new__(InputNorm)
+        twin.enabled, twin.horizon, twin.count = self.enabled, self.horizon, self.count
+        twin.mean, twin.var = self.mean.clone(), self.var.clone()
+        return twin
+
     def restore(self, snapshot: tuple[Tensor, Tensor, int]) -> None:
         mean, var, self.count = snapshot
         self.mean.copy_(mean)

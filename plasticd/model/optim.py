@@ -77,8 +77,7 @@ class FusedAdam:
         self.param_groups: list[dict[str, Any]] = [{"lr": lr, "betas": betas, "weight_decay": weight_decay, "eps": ADAM_EPS}]
         self.state: defaultdict[Tensor, dict] = defaultdict(dict)
 
-    @torch.no_grad()
-    def step(self) -> None:
+    def step(self) -> None:  # the parameters never require grad: no no_grad context per call
         group = self.param_groups[0]
         states = [self.state[p] for p in self.params]
         for p, st in zip(self.params, states, strict=True):
@@ -117,8 +116,7 @@ class FusedSGD:
         self.param_groups: list[dict[str, Any]] = [{"lr": lr, "momentum": momentum, "weight_decay": weight_decay}]
         self.state: defaultdict[Tensor, dict] = defaultdict(dict)
 
-    @torch.no_grad()
-    def step(self) -> None:
+    def step(self) -> None:  # the parameters never require grad: no no_grad context per call
         group = self.param_groups[0]
         buffers = [self.state[p].get("momentum_buffer") for p in self.params]
         first = all(b is None for b in buffers)

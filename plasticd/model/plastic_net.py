@@ -80,11 +80,28 @@ def init_params(cfg: NetConfig, generator: torch.Generator, copies: int = 1) -> 
     return params, mask
 
 
-def forward(theta: dict[str, Tensor], x: Tensor, cfg: NetConfig) -> Trace:
-    """Run K iterations of every copy in ``theta`` (each (S, ...)) on the batch ``x`` (B, D)."""
+def forward(theta: dict[str, Tensor], x: Tensor, cfg: NetConfig, ws: Workspace | None = None) -> Trace:
+    """Run K iterations of every copy in ``theta`` (each (S, ...)) on the batch ``x`` (B, D).
+
+    With a ``ws`` (and at most ``ws.max_rows`` rows) the trace is written into its buffers, through views
+    made once: the same numbers, a third of the dispatched ops; valid until the next call of that shape.
+    """
     assert x.dim() == 2 and x.shape[1] == cfg.input_dim, f"x must be (B, {cfg.input_dim}), got {tuple(x.shape)}"
     s, n = theta["w"].shape[0], theta["w"].shape[1]
     k, b = cfg.iterations, x.shape[0]
+    f = ws.forward_buffers(theta, b, k) if ws is not None else None
+    if f is not None:
+        torch.baddbmm(f.b_in, x.expand(s, b, -1), f.w_in_t, out=f.u)  # (S, B, N)
+        if cfg.activation == "relu":
+            torch.clamp_min(f.u, 0.0, out=f.h_at[0])
+            for i in range(1, k):
+                torch.baddbmm(f.u, f.h_at[i - 1], f.w_t, out=f.h_at[i]).relu_()
+        else:
+            torch.tanh(f.u, out=f.h_at[0])
+            for i in range(1, k):
+                torch.baddbmm(f.u, f.h_at[i - 1], f.w_t, out=f.h_at[i]).tanh_()
+        torch.baddbmm(f.b_out, f.h_at[k - 1], f.w_out_t, out=f.logits)  # (S, B, C)
+        return Trace(x=x, h=f.h, logits=f.logits)
     h = torch.empty((k, s, b, n), dtype=x.dtype, device=x.device)  # (K, S, B, N)
     u = torch.baddbmm(theta["b_in"].unsqueeze(1), x.expand(s, b, -1), theta["w_in"].transpose(1, 2))  # (S, B, N)
     act_ = Tensor.relu_ if cfg.activation == "relu" else Tensor.tanh_
@@ -99,13 +116,30 @@ def forward(theta: dict[str, Tensor], x: Tensor, cfg: NetConfig) -> Trace:
     return Trace(x=x, h=h, logits=logits)
 
 
-def backward(live: dict[str, Tensor], trace: Trace, dlogits: Tensor, grads: dict[str, Tensor], cfg: NetConfig) -> None:
+def backward(
+    live: dict[str, Tensor], trace: Trace, dlogits: Tensor, grads: dict[str, Tensor], cfg: NetConfig, ws: Workspace | None = None
+) -> None:
     """Write dL/dθ of the live copy into ``grads`` given dL/dlogits (B, C) of that copy.
 
     ``live`` holds the live copy's parameters without the copy axis.
     ``grads["w"]`` receives the *dense* recurrent gradient: entries where the
-    mask is off are filled too. Mask it before an optimizer step.
+    mask is off are filled too. Mask it before an optimizer step. With the ``ws`` the trace
+    was made in, the same numbers through buffers and views made once.
     """
+    g = ws.backward_buffers(live, trace, cfg.activation) if ws is not None else None
+    if g is not None:
+        torch.mm(dlogits.t(), g.h_last, out=grads["w_out"])  # (C, N)
+        torch.sum(dlogits, dim=0, out=grads["b_out"])  # (C,)
+        _da_into(g, dlogits, cfg)  # (K, B, N)
+        if cfg.iterations > 1:
+            g.h_prev.copy_(g.h_prev_src)  # the live copy's first K-1 states, contiguous
+            torch.mm(g.da_rest_t, g.h_prev_flat, out=grads["w"])
+        else:
+            grads["w"].zero_()
+        torch.sum(g.da, dim=0, out=g.du)  # (B, N)
+        (torch.mul if g.du.shape[0] == 1 else torch.mm)(g.du_t, trace.x, out=grads["w_in"])  # (N, D)
+        torch.sum(g.du, dim=0, out=grads["b_in"])  # (N,)
+        return
     h, x = trace.h[:, LIVE], trace.x  # (K, B, N), (B, D)
     k, n = h.shape[0], h.shape[2]
     torch.mm(dlogits.t(), h[k - 1], out=grads["w_out"])  # (C, N)
@@ -141,6 +175,133 @@ def pre_activation_grads(live: dict[str, Tensor], trace: Trace, dlogits: Tensor,
         if i > 0:
             dh = da[i] @ live["w"]  # (B, N)
     return da
+
+
+def _da_into(g: _Backward, dlogits: Tensor, cfg: NetConfig) -> None:
+    """``pre_activation_grads`` into the workspace's ``da``: the same products, in the same order."""
+    if cfg.activation == "relu":
+        torch.gt(g.h_live, 0, out=g.slope)  # bool: dh * True = dh, dh * False = ±0, as the float slope gives
+    else:
+        torch.mul(g.h_live, g.h_live, out=g.slope).neg_().add_(1.0)  # 1 - h², rounded once as 1.0 - h * h is
+    torch.mm(dlogits, g.w_out, out=g.dh)  # (B, N)
+    for i in range(cfg.iterations - 1, -1, -1):
+        torch.mul(g.dh, g.slope_at[i], out=g.da_at[i])
+        if i > 0:
+            torch.mm(g.da_at[i], g.w, out=g.dh)
+
+
+@dataclass
+class _Forward:
+    """A forward pass's buffers for one (theta, B): outputs, and views of the weights made once."""
+
+    u: Tensor  # (S, B, N)
+    h: Tensor  # (K, S, B, N)
+    h_at: list[Tensor]  # h[i], each (S, B, N)
+    logits: Tensor  # (S, B, C)
+    b_in: Tensor  # (S, 1, N)
+    w_in_t: Tensor  # (S, D, N)
+    w_t: Tensor  # (S, N, N)
+    b_out: Tensor  # (S, 1, C)
+    w_out_t: Tensor  # (S, N, C)
+
+
+@dataclass
+class _Backward:
+    """A backward pass's buffers for one trace buffer and live copy."""
+
+    h_live: Tensor  # (K, B, N) view of the trace
+    h_last: Tensor  # (B, N) the last state of the live copy
+    h_prev_src: Tensor  # (K-1, B, N) view
+    h_prev: Tensor  # (K-1, B, N) contiguous copy
+    h_prev_flat: Tensor  # ((K-1)B, N) view of it
+    slope: Tensor  # (K, B, N) bool (relu) or float (tanh)
+    slope_at: list[Tensor]
+    da: Tensor  # (K, B, N)
+    da_at: list[Tensor]
+    da_rest_t: Tensor  # (N, (K-1)B) view of da[1:]
+    dh: Tensor  # (B, N)
+    du: Tensor  # (B, N)
+    du_t: Tensor  # (N, B) view
+    w_out: Tensor  # (C, N) live
+    w: Tensor  # (N, N) live
+
+
+class Workspace:
+    """Buffers and views that ``forward``/``backward`` reuse at small batch sizes (the per-sample path).
+
+    A step over one sample is a few dozen tiny kernels; making the same views and
+    allocating the same outputs again costs as much as the arithmetic. Entries are
+    keyed by the weights' storage and the batch size; ``clear`` (or a new
+    workspace) when the weights are replaced. Outputs written here (a trace's
+    ``h`` and ``logits``) are valid until the next pass of the same shape.
+    """
+
+    def __init__(self, max_rows: int = 64, max_entries: int = 8) -> None:
+        self.max_rows = max_rows
+        self.max_entries = max_entries
+        self._forward: dict[tuple, _Forward] = {}
+        self._backward: dict[tuple, _Backward] = {}
+
+    def clear(self) -> None:
+        self._forward.clear()
+        self._backward.clear()
+
+    def forward_buffers(self, theta: dict[str, Tensor], b: int, k: int) -> _Forward | None:
+        if b > self.max_rows:
+            return None
+        key = (*(theta[name].data_ptr() for name in PARAM_NAMES), theta["w"].shape, b, k)
+        f = self._forward.get(key)
+        if f is None:
+            if len(self._forward) >= self.max_entries:
+                self.clear()
+            w = theta["w"]
+            s, n, c = w.shape[0], w.shape[1], theta["w_out"].shape[1]
+            h = torch.empty((k, s, b, n), dtype=w.dtype, device=w.device)
+            f = self._forward[key] = _Forward(
+                u=torch.empty((s, b, n), dtype=w.dtype, device=w.device),
+                h=h,
+                h_at=list(h.unbind(0)),
+                logits=torch.empty((s, b, c), dtype=w.dtype, device=w.device),
+                b_in=theta["b_in"].unsqueeze(1),
+                w_in_t=theta["w_in"].transpose(1, 2),
+                w_t=w.transpose(1, 2),
+                b_out=theta["b_out"].unsqueeze(1),
+                w_out_t=theta["w_out"].transpose(1, 2),
+            )
+        return f
+
+    def backward_buffers(self, live: dict[str, Tensor], trace: Trace, activation: str) -> _Backward | None:
+        if trace.h.shape[2] > self.max_rows:
+            return None
+        key = (trace.h.data_ptr(), trace.h.shape, live["w"].data_ptr(), live["w_out"].data_ptr(), activation)
+        g = self._backward.get(key)
+        if g is None:
+            if len(self._backward) >= self.max_entries:
+                self.clear()
+            h_live = trace.h[:, LIVE]  # (K, B, N)
+            k, b, n = h_live.shape
+            da = torch.empty_like(h_live, memory_format=torch.contiguous_format)
+            slope = torch.empty(h_live.shape, dtype=torch.bool if activation == "relu" else h_live.dtype, device=h_live.device)
+            h_prev = torch.empty((max(k - 1, 0), b, n), dtype=h_live.dtype, device=h_live.device)
+            du = torch.empty((b, n), dtype=h_live.dtype, device=h_live.device)
+            g = self._backward[key] = _Backward(
+                h_live=h_live,
+                h_last=h_live[k - 1],
+                h_prev_src=h_live[:-1],
+                h_prev=h_prev,
+                h_prev_flat=h_prev.view(-1, n),
+                slope=slope,
+                slope_at=list(slope.unbind(0)),
+                da=da,
+                da_at=list(da.unbind(0)),
+                da_rest_t=da[1:].reshape(-1, n).t(),
+                dh=torch.empty((b, n), dtype=h_live.dtype, device=h_live.device),
+                du=du,
+                du_t=du.t(),
+                w_out=live["w_out"],
+                w=live["w"],
+            )
+        return g
 
 
 def cross_entropy_grad(logits: Tensor, labels: Tensor, weight: Tensor | None, label_smoothing: float = 0.0) -> Tensor:

@@ -1,8 +1,7 @@
 """``plasticd report``: how the model learned, drawn from the journal, the log and the checkpoints.
 
-``register`` adds the sub-command to the command line's parser; the command
-line passes in how it adds and resolves settings (this package never imports
-``plasticd.cli``: the layering has no cycles). The work is in ``page.render``.
+``register`` adds the sub-command to the command line's parser, the one way
+every command is registered (``plasticd/commands.py``). The work is in ``page.render``.
 """
 
 from __future__ import annotations
@@ -10,10 +9,9 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
+from plasticd.commands import SubParsers
 from plasticd.config import Settings
 from plasticd.errors import PlasticdError, UsageError
 
@@ -28,17 +26,9 @@ DESCRIPTION = (
 )
 
 
-def register(
-    subparsers: Any,
-    *,
-    settings_args: Callable[[argparse.ArgumentParser], None],
-    settings_from_args: Callable[[argparse.Namespace], Settings],
-    epilog: str,
-) -> argparse.ArgumentParser:
-    """Add ``report`` to ``subparsers``; its handler resolves the settings with ``settings_from_args``."""
-    p = subparsers.add_parser(
-        "report", help=HELP, description=DESCRIPTION, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+def register(subparsers: SubParsers) -> list[argparse.ArgumentParser]:
+    """Add ``report`` to ``subparsers`` (``commands.add_commands`` adds the settings options)."""
+    p = subparsers.add_parser("report", help=HELP, description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument(
         "--out", type=Path, default=Path("report"), metavar="DIR", help="folder for index.html and the PNGs (default report/)"
     )
@@ -48,9 +38,8 @@ def register(
     p.add_argument(
         "--window", type=_positive, metavar="N", help="samples in the window curves, > 0 (default: a twentieth of the run)"
     )
-    settings_args(p)
-    p.set_defaults(func=lambda args: run(settings_from_args(args), args))
-    return p
+    p.set_defaults(run=run)
+    return [p]
 
 
 def _positive(text: str) -> int:

@@ -129,6 +129,11 @@ def _place_events(curves: Curves, bins: JournalBins, log: LogEvents, snapshots: 
             placed.append((e.name, e.t, float(np.interp(e.trained, cum, edges)) if len(cum) > 1 else float(e.trained)))
         else:
             placed.append((e.name, e.t, None))
+    # events of a run a later rollback abandoned (before the marker's time, at or past its from_seq) are left out
+    cuts = [(float(m["t"]), float(m["from_seq"])) for m in bins.rollbacks if isinstance(m.get("t"), int | float)]
+    placed = [(n, t, s) for n, t, s in placed if not any(t < mt and s is not None and s >= f for mt, f in cuts)]
+    snapshots = [x for x in snapshots if not any(x.t < mt and x.samples is not None and x.samples >= f for mt, f in cuts)]
+    events = [e for e, keep in zip(log.events, _kept(log.events, placed), strict=True) if keep]
     anchors = sorted([(t, s) for _, t, s in placed if s is not None] + [(s.t, float(s.samples)) for s in snapshots if s.samples])
     at = np.array([a[0] for a in anchors])
     asamples = np.maximum.accumulate(np.array([a[1] for a in anchors])) if anchors else np.zeros(0)
@@ -146,7 +151,8 @@ def _place_events(curves: Curves, bins: JournalBins, log: LogEvents, snapshots: 
         curves.marks[name] = np.array([p for p in where if p is not None])
         if missing := sum(p is None for p in where):
             curves.unplaced[name] = missing
-    sizes = [(p, e) for e, (_, _, p) in zip(log.events, positions, strict=True) if p is not None]
+    curves.marks["rollback"] = np.array([float(m["from_seq"]) for m in bins.rollbacks])
+    sizes = [(p, e) for e, (_, _, p) in zip(events, positions, strict=True) if p is not None]
     neurons = sorted(
         [(p, e.neurons) for p, e in sizes if e.neurons is not None]
         + [(float(s.samples or 0), s.neurons) for s in snapshots if s.neurons]
@@ -160,6 +166,16 @@ def _place_events(curves: Curves, bins: JournalBins, log: LogEvents, snapshots: 
     curves.throughput = _throughput(log, anchors)
 
 
+def _kept(events: list, placed: list[tuple[str, float, float | None]]) -> list[bool]:
+    """Which of ``events`` are still in ``placed`` (filtered in order, by name and time)."""
+    kept, i = [], 0
+    for e in events:
+        match = i < len(placed) and placed[i][0] == e.name and placed[i][1] == e.t
+        kept.append(match)
+        i += match
+    return kept
+
+
 def _throughput(log: LogEvents, anchors: list[tuple[float, float]]) -> tuple[np.ndarray, np.ndarray]:
     """Samples/s between anchors at least a 200th of the run apart (so a burst of events is not a spike), per daemon run."""
     if len(anchors) < 2:
@@ -167,10 +183,14 @@ def _throughput(log: LogEvents, anchors: list[tuple[float, float]]) -> tuple[np.
     t0 = anchors[0][0]
     min_gap = max((anchors[-1][0] - t0) / 200.0, 0.2)
     starts = sorted(e.t for e in log.named("daemon.ready"))
-    mids, rates = [], []
+    mids: list[float] = []
+    rates: list[float] = []
     last = anchors[0]
     for t, s in anchors[1:]:
         if any(last[0] < r <= t for r in starts):  # a restart in between: the idle gap is not throughput
+            if mids:
+                mids.append(float("nan"))  # and no line across it
+                rates.append(float("nan"))
             last = (t, s)
             continue
         if t - last[0] >= min_gap:
@@ -178,4 +198,22 @@ def _throughput(log: LogEvents, anchors: list[tuple[float, float]]) -> tuple[np.
                 mids.append((t + last[0]) / 2 - t0)
                 rates.append((s - last[1]) / (t - last[0]))
             last = (t, s)
-    return np.array(mids) / 60.0, np.array(rates)
+    return break_gaps(np.array(mids) / 60.0, np.array(rates))
+
+
+def break_gaps(xs: np.ndarray, ys: np.ndarray, factor: float = 3.0) -> tuple[np.ndarray, np.ndarray]:
+    """A NaN between two points further apart than ``factor`` × the median spacing (an idle gap, a restart), so
+    a line is never drawn across a time nothing was measured in; NaNs already there stay."""
+    finite = ~np.isnan(xs)
+    steps = np.diff(xs[finite])
+    if len(steps) < 2:
+        return xs, ys
+    limit = factor * float(np.median(steps))
+    out_x, out_y = [], []
+    for i, (x, y) in enumerate(zip(xs, ys, strict=True)):
+        if i and not np.isnan(x) and not np.isnan(xs[i - 1]) and x - xs[i - 1] > limit:
+            out_x.append(np.nan)
+            out_y.append(np.nan)
+        out_x.append(x)
+        out_y.append(y)
+    return np.array(out_x), np.array(out_y)

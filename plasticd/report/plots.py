@@ -19,7 +19,7 @@ matplotlib.use("Agg")  # before pyplot: no display, no GUI toolkit
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
-from matplotlib.ticker import EngFormatter, NullFormatter, ScalarFormatter  # noqa: E402
+from matplotlib.ticker import EngFormatter, MaxNLocator, NullFormatter, ScalarFormatter  # noqa: E402
 
 from plasticd.report.curves import PERCENTILES, Curves  # noqa: E402
 
@@ -31,6 +31,7 @@ MARK_STYLE = {  # event -> (label, colour, line style)
     "merge.applied": ("merge", "#6a1b9a", "-."),
     "drift.detected": ("drift detected", "#c62828", "-"),
     "drift.adapted": ("drift adapted", "#ef6c00", "--"),
+    "rollback": ("rollback (later records replaced)", "#000000", "-"),
 }
 CHECKPOINT_STYLE = ("checkpoint", "#455a64", "-")
 MAX_LINES_PER_KIND = 400  # beyond this a kind is drawn as a rug along the bottom, not as lines
@@ -143,6 +144,7 @@ def network(curves: Curves, path: Path) -> str | None:
         pad = max((hi - lo) * 0.15, hi * 0.02, 1.0)
         ax.set_ylim(max(lo - pad, 0), hi + pad)
         ax.set_ylabel(label)
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # counts: no fractional ticks
         ax.yaxis.set_major_formatter(EngFormatter(sep=""))
         ax.grid(True, alpha=0.25)
         ax.legend(loc="lower right", fontsize=8, ncol=4)
@@ -158,7 +160,7 @@ def throughput(curves: Curves, path: Path) -> str | None:
     if len(rate) == 0:
         return None
     fig, ax = plt.subplots(figsize=SIZE)
-    span = float(minutes.max()) if len(minutes) else 0.0
+    span = float(np.nanmax(minutes)) if len(minutes) else 0.0
     scale, unit = (60.0, "seconds") if span < 2 else ((1 / 60, "hours") if span > 180 else (1.0, "minutes"))
     ax.plot(minutes * scale, rate, "o-", color="#00838f", linewidth=1.2, markersize=3)
     ax.set_xlabel(f"{unit} since the first logged sample count")

@@ -83,7 +83,7 @@ class Checkpointing:
     def __init__(
         self, settings: Settings, engine: Engine, store: CheckpointStore, feed: Feed, predictions: PredictionWriter,
         activity: Activity, counters: Counters, work: WorkArea | None, session: Session | None,
-        quarantine: Quarantine | None = None,
+        quarantine: Quarantine | None = None, held: str = "",
     ) -> None:  # fmt: skip
         self.settings = settings
         self.engine = engine
@@ -100,6 +100,7 @@ class Checkpointing:
         self.unmoved = CoveredFiles(work, session, settings.checkpoint.retry_seconds, self.results)  # covered, to move on
         self.last: CheckpointInfo | None = None
         self.failures = 0  # consecutive failed checkpoints
+        self.maintenance: dict[str, int] = {}  # maintenance that changed the model since the last save, by kind
         self.stopping_failures = 0  # ... of them, those that count towards max_failures (a full disk's do not)
         self.no_space = 0  # bytes the last checkpoint needed and did not find (0: not short of space)
         self._space_checked = 0.0  # monotonic time the free space was last looked at
@@ -109,9 +110,14 @@ class Checkpointing:
         self.model_ahead = ""  # why the model may hold learning the pending claims do not record: nothing is saved
         self._saved_at: float | None = None  # monotonic time of the last save by this process
         self._saved_bytes = 0
-        self.held = ""  # why this process saves no checkpoint of its own (a replica: rank 0 saves at the group's barriers)
+        self._save_seconds = 0.0  # how long the last save took
+        self.held = held  # why this process saves no checkpoint of its own (a replica: rank 0 saves at the group's barriers)
         # called after each save attempt with what it wrote (None: it failed) and its seconds (the metrics exporter)
         self.on_save: list[Callable[[CheckpointInfo | None, float], None]] = []
+
+    def noted(self, kind: str) -> None:
+        """A maintenance report of ``kind`` (rewire, growth, merge, drift) changed the model: the next save says so."""
+        self.maintenance[kind] = self.maintenance.get(kind, 0) + 1
 
     @property
     def waiting(self) -> int:
@@ -157,6 +163,7 @@ class Checkpointing:
             if self.unmoved:
                 self.unmoved.move()
             return None
+        begun = time.monotonic()
         tensors, meta = self.engine.state()
         self.counters.files_failed += self.quarantine.take_done()
         quarantined = self.quarantine.settled_keys
@@ -169,6 +176,8 @@ class Checkpointing:
         )
         meta.update(self.feed.resume_state(), reason=reason)
         meta.update(others.meta)
+        # what came before it: samples learned and the maintenance that changed the model since the last save
+        meta["since_previous"] = {"samples": self.activity.unsaved_samples, "maintenance": dict(self.maintenance)}
         started = time.monotonic()
         try:
             info = self._save(tensors, meta)
@@ -182,6 +191,7 @@ class Checkpointing:
         self.failures, self.stopping_failures, self.no_space = 0, 0, 0
         self.last = info
         self._saved_at, self._saved_bytes = time.monotonic(), info.tensors_bytes
+        self._save_seconds = self._saved_at - begun  # the state, its bytes, the fsyncs: what max_time_share bounds
         moved = self.covered_by(info, quarantined)
         self.log.info(
             "checkpoint.saved", path=str(info.json_path), seq=info.seq, reason=reason, samples=self.engine.metrics.seen,
@@ -196,17 +206,29 @@ class Checkpointing:
         self.quarantine.settle(quarantined)
         self.activity.unsaved_samples = 0
         self.activity.unsaved_changes = False
+        self.maintenance.clear()
         self.unmoved.add(self.pending)
         self.pending = []
         return self.unmoved.move()
 
     def maybe_checkpoint(self, reason: str) -> None:
         """A checkpoint, unless the last one failed and its back-off has not passed (no retry storm), or, for
-        any reason but ``samples``, the last one was saved less than the rate limit's interval ago."""
+        any reason but ``samples``, the last one was saved less than the rate limit's interval ago, or, for
+        ``samples``, saving now would spend more than ``checkpoint.max_time_share`` of the time on saves."""
         now = time.monotonic()
         if self.failures and now < self._retry_at:
             return
         if reason != "samples" and self._saved_at is not None and now < self._saved_at + self.min_interval():
+            return
+        share = self.settings.checkpoint.max_time_share
+        # Under a sustained backlog: the next save waits until the last one's cost is at most ``share``
+        # of the time since it started, so saving stays within that share of wall time.
+        if (
+            reason == "samples"
+            and share
+            and self._saved_at is not None
+            and now < self._saved_at + self._save_seconds * (1.0 - share) / share
+        ):
             return
         self.checkpoint(reason)
 

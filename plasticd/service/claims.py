@@ -189,6 +189,12 @@ class Claimer:
         self.session = session
         self._seq = start_seq
 
+    def allocate(self, name: str) -> tuple[int, Path]:
+        """The next sequence number and the claim path a file called ``name`` gets with it (used up either way)."""
+        seq = self._seq
+        self._seq += 1
+        return seq, self.session.folder / fit_name(name, f"{seq:08d}{SEP}")
+
     def claim(self, src: Path) -> Claim | None:
         """Take ``src`` by rename; None if another process (or a producer) got there first.
 

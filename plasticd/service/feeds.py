@@ -31,7 +31,7 @@ class Item:
     key: str  # stable id: predictions are "<key>#<index>"
     name: str  # what people see: the original file name, or "fashion-mnist/train/<i>"
     load: Callable[[], SampleBatch]  # raises SampleError for a bad file
-    arrived: float  # wall-clock time the item arrived (a file's mtime), for latency
+    arrived: float  # wall-clock time the daemon first saw the item (not the file's mtime), where latency starts
     claim: Claim | None = None
 
 
@@ -45,6 +45,11 @@ class Feed(Protocol):
     @property
     def backlog(self) -> int:
         """Items known to be waiting (for the status file and progress events)."""
+        ...
+
+    def waiting_since(self) -> float | None:
+        """Wall-clock time the oldest item still waiting was first seen by this process; None when nothing waits
+        (thread-safe: the metrics exporter reads it)."""
         ...
 
     def scan(self) -> None:
@@ -76,12 +81,17 @@ class FileFeed:
         self.claimer = claimer
         self.input_dim, self.num_classes, self.limits = input_dim, num_classes, limits
         self.recovered: deque[Claim] = deque()
+        self.requeued_at = 0.0  # wall-clock time of the last requeue (recovered claims wait since then)
 
-    def _item(self, claim: Claim) -> Item:
-        try:
-            arrived = os.lstat(claim.path).st_mtime
-        except OSError:
-            arrived = time.time()
+    def _item(self, claim: Claim, seen: float | None = None) -> Item:
+        """``seen``: when the source first saw the file; a claim recovered from an earlier run counts from its
+        claim (the rename into the work area set its ctime), never from the producer's mtime."""
+        if seen is None:
+            try:
+                seen = os.lstat(claim.path).st_ctime
+            except OSError:
+                seen = time.time()
+        arrived = seen
         return Item(
             key=claim.key,
             name=claim.original_name,
@@ -95,18 +105,21 @@ class FileFeed:
         while self.recovered and len(items) < limit:
             items.append(self._item(self.recovered.popleft()))
         while len(items) < limit:
-            paths = self.source.take(limit - len(items))
+            paths = self.source.take_seen(limit - len(items))
             if not paths:
                 break
-            for path in paths:
+            for path, seen in paths:
                 claim = self.claimer.claim(path)
                 if claim is not None:  # None: another process took it first
-                    items.append(self._item(claim))
+                    items.append(self._item(claim, seen))
         return items
 
     @property
     def backlog(self) -> int:
         return len(self.recovered) + self.source.backlog
+
+    def waiting_since(self) -> float | None:
+        return self.requeued_at if self.recovered else self.source.waiting_since()
 
     def scan(self) -> None:
         self.source.scan()
@@ -116,6 +129,8 @@ class FileFeed:
         return self.backlog == 0
 
     def requeue(self, claims: list[Claim]) -> None:
+        if not self.recovered:
+            self.requeued_at = time.time()
         self.recovered.extend(claims)
 
     def resume_state(self) -> dict:
@@ -167,6 +182,9 @@ class StreamFeed:
     @property
     def backlog(self) -> int:
         return self.total - self.position
+
+    def waiting_since(self) -> float | None:
+        return None  # a stream's samples do not wait: they are read when taken
 
     def scan(self) -> None:
         pass  # every sample of a stream is known from the start

@@ -31,6 +31,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -53,7 +54,9 @@ from plasticd.config import MetricsSettings
 from plasticd.errors import PlasticdError
 from plasticd.learn.reports import DriftReport, GrowthReport, MergeReport, Report, RewireReport
 from plasticd.log import get_logger
+from plasticd.samples.reasons import SAMPLE_REASONS
 from plasticd.service.checkpoint_store import CheckpointInfo
+from plasticd.service.live import LiveModel
 from plasticd.service.pipeline import Outcome
 from plasticd.service.status import State
 from plasticd.service.worker import Worker
@@ -64,6 +67,16 @@ POLL_S = 0.2  # the server checks for a stop request this often (bounds how long
 STEP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 REWIRE_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 CHECKPOINT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+# A file's arrival to its prediction: milliseconds when the daemon keeps up, minutes behind a backlog.
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
+QUARANTINE_REASONS = (*SAMPLE_REASONS, "non_finite_training")  # every reason a file is quarantined for (pipeline.py)
+# Every (kind, result) a maintenance report counts as (observe_report), exported as zero series from the start.
+MAINTENANCE = (
+    *(("rewire", r) for r in ("applied", "skipped")),
+    *(("growth", r) for r in ("grew", "retired", "grew+retired", "none", "skipped")),
+    *(("merge", r) for r in ("applied", "refused", "skipped")),
+    *(("drift", r) for r in ("detected", "group")),
+)
 
 
 @dataclass
@@ -183,6 +196,12 @@ class Exporter:
             namespace=ns,
             registry=r,
         )
+        for reason in QUARANTINE_REASONS:  # zero series from the start: a rate() sees the first refusal
+            self.quarantined.labels(reason=reason)
+        self.latency_seconds = Histogram(
+            "file_latency_seconds", "A file's end-to-end latency: from its arrival (as latency_ms counts it) to the end of"
+            " the micro-batch that predicted and learned it", namespace=ns, buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
         self.rewire_seconds = Histogram(
             "rewire_seconds", "Time of one structural plasticity cycle (statistics pass and rewiring)",
             namespace=ns, buckets=REWIRE_BUCKETS, registry=r,
@@ -191,6 +210,8 @@ class Exporter:
             "maintenance", "Maintenance reports since this process started, by kind (rewire, growth, merge, drift) and result",
             ["kind", "result"], namespace=ns, registry=r,
         )  # fmt: skip
+        for kind, result in MAINTENANCE:
+            self.maintenance.labels(kind=kind, result=result)
         self.drift_events = Counter(
             "drift_events", "Drift alarms (drift.detected) since this process started", namespace=ns, registry=r
         )
@@ -201,6 +222,8 @@ class Exporter:
         self.checkpoint_bytes = Gauge(
             "checkpoint_size_bytes", "Size of the newest checkpoint's tensors file", namespace=ns, registry=r
         )
+        self.resumed = _newest(worker)  # until recovery loaded one: the newest checkpoint on disk
+        self.checkpoint_bytes.set_function(lambda: float(c.tensors_bytes) if (c := self.newest()) else 0.0)
         self.checkpoint_failures = Counter(
             "checkpoint_failures", "Failed checkpoint attempts since this process started", namespace=ns, registry=r
         )
@@ -209,9 +232,16 @@ class Exporter:
             namespace=ns, registry=r,
         )  # fmt: skip
         self.checkpoint_time = Gauge(
-            "checkpoint_last_success_timestamp_seconds", "Unix time of the last successful checkpoint by this process",
-            namespace=ns, registry=r,
+            "checkpoint_last_success_timestamp_seconds", "Unix time the newest checkpoint was written (by this process,"
+            " or the one it resumed from): 0 only when there is none", namespace=ns, registry=r,
         )  # fmt: skip
+        self.checkpoint_time.set_function(lambda: _timestamp(c.created) if (c := self.newest()) else 0.0)
+        self.waiting_age = Gauge(
+            "oldest_waiting_file_age_seconds", "Seconds the oldest file waiting to be taken has waited since this process"
+            " first saw it (0: none waits)", namespace=ns, registry=r,
+        )  # fmt: skip
+        self.waiting_age.set_function(self.oldest_waiting_age)
+        self.live = LiveModel(worker, settings, r)  # POST /predict, and its metrics in this registry
         self.metrics_app = make_wsgi_app(self.registry)
         self.server: WSGIServer | None = None
         self.thread: threading.Thread | None = None
@@ -224,8 +254,19 @@ class Exporter:
         self.worker.on_report.append(self.observe_report)
         self.worker.checkpoints.on_save.append(self.observe_checkpoint)
 
+    def newest(self) -> CheckpointInfo | None:
+        """The newest checkpoint of this model: the last one saved or loaded, else the newest on disk at start."""
+        return self.worker.checkpoints.last or self.resumed
+
+    def oldest_waiting_age(self) -> float:
+        since = self.worker.feed.waiting_since()
+        return 0.0 if since is None else max(0.0, time.time() - since)
+
     def observe_batch(self, outcome: Outcome) -> None:
         self.step_seconds.observe(self.worker.batch_seconds)
+        now = time.time()
+        for item in outcome.done:
+            self.latency_seconds.observe(max(0.0, now - item.arrived))
         for reason in outcome.reasons:
             self.quarantined.labels(reason=reason).inc()
 
@@ -249,9 +290,7 @@ class Exporter:
         if info is None:
             self.checkpoint_failures.inc()
             return
-        self.checkpoint_seconds.observe(seconds)
-        self.checkpoint_bytes.set(info.tensors_bytes)
-        self.checkpoint_time.set(time.time())
+        self.checkpoint_seconds.observe(seconds)  # size and time follow checkpoints.last (set_function)
 
     # ------------------------------------------------------------ HTTP (the server's threads)
 
@@ -260,6 +299,8 @@ class Exporter:
         path = environ.get("PATH_INFO", "")
         if path == "/metrics":
             return self.metrics_app(environ, start_response)
+        if path == "/predict":
+            return self.live.app(environ, start_response)
         if path == "/healthz":
             healthy = self.health.healthy()
             body = {
@@ -271,7 +312,7 @@ class Exporter:
             start_response("200 OK" if healthy else "503 Service Unavailable", [("Content-Type", "application/json")])
             return [json.dumps(body).encode() + b"\n"]
         start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
-        return [b"plasticd serves /metrics and /healthz\n"]
+        return [b"plasticd serves /metrics, /healthz and POST /predict\n"]
 
     def start(self) -> None:
         """Listen on ``metrics.host:metrics.port`` and serve in a daemon thread; PlasticdError when it cannot listen."""
@@ -329,6 +370,20 @@ class _QuietHandler(WSGIRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base class's name)
         pass
+
+
+def _newest(worker: Worker) -> CheckpointInfo | None:
+    """The newest committed checkpoint listed in the worker's store, None when there is none or it cannot be listed."""
+    try:
+        infos = worker.store.list()
+    except OSError:
+        return None
+    return infos[-1] if infos else None
+
+
+def _timestamp(created: str) -> float:
+    """Unix time of a checkpoint's ``created`` (ISO 8601, UTC)."""
+    return datetime.fromisoformat(created).timestamp()
 
 
 def _url_host(host: str) -> str:

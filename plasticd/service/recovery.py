@@ -18,6 +18,7 @@ from plasticd.learn.engine import Engine
 from plasticd.service.checkpoint_policy import Checkpointing
 from plasticd.service.checkpoint_store import CheckpointStore
 from plasticd.service.claims import Session, WorkArea, clean_stray_temps
+from plasticd.service.copy_claims import finish_copies
 from plasticd.service.counters import Counters
 from plasticd.service.feeds import Feed
 from plasticd.service.moves import Quarantine
@@ -61,11 +62,13 @@ def recover(
     for folder in {work.failed, quarantine.failed}:
         for name in clean_stray_temps(folder):
             log.info("recovery.temp_removed", folder=str(folder), file=name)
+    requeued: list[str] = []
     for earlier in work.sessions():
         if (current is not None and earlier.id == current.id) or not adopts(earlier):
             continue
         for name in clean_stray_temps(earlier.folder):
             log.info("recovery.temp_removed", folder=str(earlier.folder), file=name)
+        finish_copies(earlier.folder, log)  # claims copied from another file system, cut short
         claims = work.claims_of(earlier)
         refused = quarantine.recover(claims, work.reasons_of(earlier), counted)
         for claim in claims:
@@ -75,7 +78,13 @@ def recover(
                 unmoved.add([claim])  # trained on already: only the move is left
             else:
                 feed.requeue([claim])
-                log.info("recovery.requeued", file=claim.original_name, claim=claim.key)
+                requeued.append(claim.original_name)
+                log.debug("recovery.requeued_file", file=claim.original_name, claim=claim.key)
+    if requeued:  # one line at info, however many (400 after one kill -9); each file at debug
+        log.info(
+            "recovery.requeued", files=len(requeued), first=requeued[:5],
+            note="claimed by an earlier process and not covered by its last checkpoint: learned again, once",
+        )  # fmt: skip
     counters.files_failed += quarantine.take_done()
     if unmoved:
         log.info("recovery.covered", files=len(unmoved))

@@ -10,6 +10,9 @@ Files still being written are never taken: names starting with a dot or
 ending in ``.tmp``/``.part`` are ignored (producers write those, then rename
 into place); a file announced by a rename or a close-after-write event is
 ready at once; one found only by a scan must be ``settle_seconds`` old.
+The daemon's own outputs (``<name>.pred.json`` results, found when a copy of
+``data_processed/`` is ingested) are never samples: they are skipped, with a
+note (``source.skipped_results``) the first time each is seen.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from plasticd.errors import PlasticdError
 from plasticd.log import get_logger
 
 IGNORED_SUFFIXES = (".tmp", ".part")
+OWN_OUTPUT_SUFFIXES = (".pred.json",)  # results.RESULT_SUFFIX: what the daemon writes next to processed files
 MOVE_PAIRING_DELAY_S = 0.002
 
 
@@ -58,7 +62,13 @@ def _observer() -> BaseObserver:
 
 def is_candidate(name: str) -> bool:
     """Whether a directory entry may be a finished sample file (not a producer's work in progress)."""
-    return bool(name) and not name.startswith(".") and not name.lower().endswith(IGNORED_SUFFIXES)
+    lower = name.lower()
+    return bool(name) and not name.startswith(".") and not lower.endswith(IGNORED_SUFFIXES + OWN_OUTPUT_SUFFIXES)
+
+
+def is_own_output(name: str) -> bool:
+    """Whether a directory entry is one of the daemon's own outputs (a per-file result), never a sample."""
+    return not name.startswith(".") and name.lower().endswith(OWN_OUTPUT_SUFFIXES)
 
 
 class FolderSource:
@@ -67,12 +77,13 @@ class FolderSource:
     def __init__(self, folder: Path, settle_seconds: float = 0.0) -> None:
         self.folder = folder
         self.settle_seconds = settle_seconds
-        self._ready: OrderedDict[str, None] = OrderedDict()  # names ready to claim, arrival order
+        self._ready: OrderedDict[str, float] = OrderedDict()  # names ready to claim, arrival order: when first seen
         self._lock = threading.Lock()
+        self._skipped: set[str] = set()  # the daemon's own outputs seen here (each noted once)
 
     def _mark_ready(self, name: str) -> None:
         with self._lock:
-            self._ready[name] = None
+            self._ready.setdefault(name, time.time())
 
     def scan(self) -> int:
         """List the folder; add every finished candidate. Returns how many are ready.
@@ -87,9 +98,12 @@ class FolderSource:
     def _list(self) -> int:
         now = time.time()
         found = []
+        skipped = []
         with os.scandir(self.folder) as entries:
             for entry in entries:
                 if not is_candidate(entry.name):
+                    if is_own_output(entry.name) and entry.name not in self._skipped:
+                        skipped.append(entry.name)
                     continue
                 try:
                     mtime = entry.stat(follow_symlinks=False).st_mtime
@@ -97,23 +111,39 @@ class FolderSource:
                     continue  # claimed or removed meanwhile
                 if abs(now - mtime) >= self.settle_seconds:  # a future mtime (clock skew, a copied file) settles too
                     found.append((mtime, entry.name))
+        if skipped:
+            self._skipped.update(skipped)
+            get_logger("source").info(
+                "source.skipped_results", folder=str(self.folder), files=len(skipped), first=sorted(skipped)[:5],
+                note="per-file results the daemon wrote itself (<name>.pred.json) are not samples: left where they are",
+            )  # fmt: skip
         with self._lock:
             for _, name in sorted(found):
-                self._ready.setdefault(name, None)
+                self._ready.setdefault(name, now)
             return len(self._ready)
 
     def take(self, limit: int) -> list[Path]:
         """Up to ``limit`` ready paths, oldest first; each is handed out once."""
+        return [path for path, _ in self.take_seen(limit)]
+
+    def take_seen(self, limit: int) -> list[tuple[Path, float]]:
+        """``take``, each path with the wall-clock time this source first saw it ready (an event, or a scan once
+        settled): where a prediction's ``latency_ms`` starts."""
         with self._lock:
-            names: list[str] = []
-            while self._ready and len(names) < limit:
-                names.append(self._ready.popitem(last=False)[0])
-        return [self.folder / name for name in names]
+            taken: list[tuple[str, float]] = []
+            while self._ready and len(taken) < limit:
+                taken.append(self._ready.popitem(last=False))
+        return [(self.folder / name, seen) for name, seen in taken]
 
     @property
     def backlog(self) -> int:
         with self._lock:
             return len(self._ready)
+
+    def waiting_since(self) -> float | None:
+        """Wall-clock time this process first saw the oldest file still waiting to be taken; None when none waits."""
+        with self._lock:
+            return next(iter(self._ready.values()), None)
 
 
 class _Hints(FileSystemEventHandler):

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from plasticd import log
-from plasticd.config import Settings
+from plasticd.config import LOOP_WAIT_SECONDS, Settings
 from plasticd.learn.engine import Engine
 from plasticd.learn.reports import Report, log_report
 from plasticd.log import emergency_line, get_logger
@@ -36,7 +36,7 @@ from plasticd.service.recovery import recover
 from plasticd.service.scheduler import Activity
 from plasticd.service.status import State
 
-WAIT_S = 0.2  # longest block in the loop: bounds how late a stop request is seen
+WAIT_S = LOOP_WAIT_SECONDS  # longest block in the loop: bounds how late a stop request is seen (0.2 s)
 
 
 @dataclass
@@ -78,12 +78,14 @@ class Worker:
     counters: Counters = field(default_factory=Counters)
     on_batch: list[Callable[[Outcome], None]] = field(default_factory=list)  # called after each processed micro-batch
     on_report: list[Callable[[Report], None]] = field(default_factory=list)  # called for each maintenance report, once logged
+    on_turn: list[Callable[[], None]] = field(default_factory=list)  # called at the end of each turn (the live snapshot)
     wait_seconds: float = WAIT_S  # longest idle wait for a message (replicas: 0 while a peer is busy)
     adopts: Callable[[Session], bool] = lambda session: True  # recovery takes this earlier session over (replicas: rank 0 only)
+    messages: queue.SimpleQueue[Message] = field(default_factory=queue.SimpleQueue)  # what other threads post (post)
+    held: str = ""  # why this process saves no checkpoint of its own (a replica: rank 0 saves at the group's barriers)
 
     def __post_init__(self) -> None:
         self.log = get_logger("worker")
-        self.messages: queue.SimpleQueue[Message] = queue.SimpleQueue()
         self.checkpoints = Checkpointing(
             self.settings,
             self.engine,
@@ -95,10 +97,9 @@ class Worker:
             self.work,
             self.session,
             quarantine=self.pipeline.quarantine,
+            held=self.held,
         )
         self.heartbeat = Heartbeat(self.settings, self.engine, self.feed, self.notifier, self.counters, self.checkpoints)
-        self.pipeline.between_chunks = self._between_chunks
-        self.pipeline.quarantine.retry_seconds = self.settings.checkpoint.retry_seconds
         self.stopping = False  # the loop ends before its next turn
         self.stop_signal: int | None = None  # the signal that asked for the stop, if one did
         self.reopen_requested = False  # SIGHUP: reopen log.file (logrotate) at the next safe point
@@ -150,6 +151,7 @@ class Worker:
         try:
             self.feed.scan()
             self.heartbeat.ready(self.mode)
+            self._end_turn()  # recovery was a turn too: the live snapshot of the resumed model is there from READY
             while not self.stopping:
                 self.run_once()
             clean = True
@@ -172,6 +174,7 @@ class Worker:
             self._wait()
         self.checkpoints.tick()
         self.heartbeat.tick()
+        self._end_turn()
 
     def recover(self) -> None:
         """Load the newest valid checkpoint; move on the files it covers; requeue the claims it does not
@@ -204,7 +207,7 @@ class Worker:
         self.heartbeat.set_state(State.BUSY)
         started = time.perf_counter()
         with self.checkpoints.guard("the pipeline"):
-            outcome = self.pipeline.process(items)
+            outcome = self.pipeline.process(items, self._between_chunks)
         self.batch_seconds = time.perf_counter() - started
         self.log_reports()
         self.checkpoints.trained([item.claim for item in outcome.done if item.claim is not None])
@@ -240,6 +243,10 @@ class Worker:
             with self.checkpoints.guard("growth"):
                 self.engine.grow(message.reason)
         self.log_reports()
+
+    def _end_turn(self) -> None:
+        for hook in self.on_turn:
+            hook()
 
     def _between_chunks(self) -> bool:
         """Between two steps of a large file: the log reopen, a heartbeat (status, WATCHDOG=1); True to stop."""
@@ -277,4 +284,6 @@ class Worker:
             for hook in self.on_report:
                 hook(report)
             self.activity.unsaved_changes = self.activity.unsaved_changes or report.changed
+            if report.changed:
+                self.checkpoints.noted(type(report).__name__.removesuffix("Report").lower())
         return reports

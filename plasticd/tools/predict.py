@@ -15,7 +15,6 @@ with its ``error`` (reason code and message) instead, and the exit code is 1;
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -49,8 +48,7 @@ def register(subparsers: SubParsers) -> list[argparse.ArgumentParser]:
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
-    import torch
-
+    from plasticd.service import answers
     from plasticd.tools import setup
     from plasticd.tools.saved import engine_from, load_checkpoint, store_for_reading
 
@@ -63,29 +61,21 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
             x, sample_id = _decode(name, settings)
         except SampleError as exc:
             status = EXIT_REFUSED
-            _emit({"file": name, "error": {"reason": exc.reason, "message": str(exc)}})
+            _emit(answers.refusal(name, exc))
             print(f"plasticd predict: {name} refused ({exc.reason}): {exc}", file=sys.stderr)
             continue
-        probs = torch.softmax(engine.predict_logits(torch.from_numpy(x)), dim=1).cpu().numpy()
-        for i, row in enumerate(probs):
-            record: dict[str, Any] = {
-                "file": name,
-                "index": i,
-                "predicted": int(row.argmax()),
-                "confidence": round(float(row.max()), 6),
-                "probabilities": [round(float(p), 6) for p in row],
-                "checkpoint": loaded.info.seq,
-            }
-            if sample_id is not None:
-                record["id"] = sample_id
+        import torch
+
+        for record in answers.records(name, engine.predict_logits(torch.from_numpy(x)), loaded.info.seq, sample_id):
             _emit(record)
     return status
 
 
 def _decode(name: str, settings: Settings) -> tuple[np.ndarray, str | None]:
     """(x (B, D) float32, the JSON sample's "id" or None) from a file or stdin; SampleError as the daemon raises it."""
-    from plasticd.samples import Limits, decode_bytes
+    from plasticd.samples import Limits
     from plasticd.samples.files import read_regular_file, supported_suffix
+    from plasticd.service.answers import decode_document
 
     limits = Limits(**settings.limits.model_dump())
     m = settings.model
@@ -95,17 +85,11 @@ def _decode(name: str, settings: Settings) -> tuple[np.ndarray, str | None]:
         path = Path(name)
         suffix = supported_suffix(path.suffix)  # before reading, as the daemon's decode_file does
         data = read_regular_file(path, limits.max_file_bytes)
-    batch = decode_bytes(data, suffix, m.input_dim, m.num_classes, limits)
-    return batch.x, _sample_id(data) if suffix.lower() == ".json" else None
-
-
-def _sample_id(data: bytes) -> str | None:
-    """The producer's "id" of a JSON sample the decoder accepted (it checked the tag is a string)."""
-    document = json.loads(data)
-    value = document.get("id") if isinstance(document, dict) else None
-    return value if isinstance(value, str) else None
+    return decode_document(data, suffix, m.input_dim, m.num_classes, limits)
 
 
 def _emit(record: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(record, separators=(",", ":")) + "\n")
+    from plasticd.service.answers import line
+
+    sys.stdout.write(line(record))
     sys.stdout.flush()

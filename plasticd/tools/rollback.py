@@ -89,32 +89,36 @@ def register(subparsers: SubParsers) -> list[argparse.ArgumentParser]:
 
 def run_list(settings: Settings, args: argparse.Namespace) -> int:
     from plasticd.tools import setup
-    from plasticd.tools.saved import facts, store_for_reading
+    from plasticd.tools.saved import store_for_reading, survey
 
     setup(settings)
     store = store_for_reading(settings)
-    rows = [facts(info) for info in store.list()]
+    rows = survey(store)
     aside = _aside_folders(store.folder)
+    # exit 1 when checkpoints exist and none is valid: the daemon would refuse to start (plasticd run)
+    code = 1 if rows and not any(r.state == "valid" for r in rows) else 0
     if args.json:
         print(
             json.dumps({"folder": str(store.folder), "checkpoints": [r.as_dict() for r in rows], "rolled_back": aside}, indent=2)
         )
-        return 0
+        return code
     if not rows:
         print(f"no checkpoints in {store.folder}")
     else:
-        print(f"{'seq':>6}  {'created (UTC)':<23}  {'reason':<16}  {'samples':>9}  {'trained':>9}  {'accuracy':>8}  "
-              f"{'window':>7}  {'neurons':>7}  {'size':>9}")  # fmt: skip
+        print(f"{'seq':>6}  {'state':<11}  {'created (UTC)':<23}  {'reason':<16}  {'samples':>9}  {'trained':>9}  "
+              f"{'accuracy':>8}  {'window':>7}  {'neurons':>7}  {'size':>9}  before it")  # fmt: skip
         for r in rows:
             reason = f"rollback of {r.rollback_of}" if r.rollback_of is not None else (r.reason or "-")
             print(
-                f"{r.seq:>6}  {r.created[:23]:<23}  {reason:<16}  {_num(r.samples_seen):>9}  {_num(r.samples_trained):>9}  "
-                f"{_pct(r.accuracy):>8}  {_pct(r.window_accuracy):>7}  {_num(r.neurons):>7}  {_size(r.bytes):>9}"
-                + (f"  unreadable: {r.error}" if r.error else "")
+                f"{r.seq:>6}  {r.state:<11}  {r.created[:23]:<23}  {reason:<16}  {_num(r.samples_seen):>9}  "
+                f"{_num(r.samples_trained):>9}  {_pct(r.accuracy):>8}  {_pct(r.window_accuracy):>7}  {_num(r.neurons):>7}  "
+                f"{_size(r.bytes):>9}  {r.before or '-'}" + (f"\n{'':>8}why: {r.error}" if r.error else "")
             )
     for folder in aside:
         print(f"rolled back: {folder['folder']} holds checkpoints {', '.join(map(str, folder['seqs'])) or '-'}")
-    return 0
+    if code:
+        print(f"no valid checkpoint in {store.folder}: plasticd run refuses to start (see the reasons above)", file=sys.stderr)
+    return code
 
 
 def _num(value: int | None) -> str:
@@ -198,7 +202,10 @@ def rollback(settings: Settings, seq: int) -> RollbackResult | None:
     infos = CheckpointStore(settings.paths.checkpoints).list()
     store = CheckpointStore(settings.paths.checkpoints, keep=len(infos) + 1)  # its save must rotate nothing away
     if seq not in {info.seq for info in infos}:
-        listed = ", ".join(str(info.seq) for info in infos) or "none"
+        from plasticd.tools.saved import survey
+
+        rows = survey(store)
+        listed = ", ".join(f"{r.seq}" + ("" if r.state == "valid" else f" ({r.state})") for r in rows) or "none"
         raise UsageError(f"no checkpoint {seq} in {store.folder} (checkpoints: {listed}); see plasticd checkpoints")
     target = store.load(seq)
     newest = store.load_latest()
@@ -225,6 +232,7 @@ def rollback(settings: Settings, seq: int) -> RollbackResult | None:
     else:
         meta = {**target.meta, "reason": "rollback", "rollback_of": seq, **_quarantine_books(newest.meta, target.meta)}
         copy_seq = store.save(target.tensors, meta).seq  # the rollback commits here
+    _mark_journal(settings, seq, copy_seq, int(target.tensors["metrics.counters"][1]))
     aside, moved = _move_aside(store.folder, seq, copy_seq)
     result = RollbackResult(
         target=seq,
@@ -246,6 +254,35 @@ def rollback(settings: Settings, seq: int) -> RollbackResult | None:
         "rollback.done", target=seq, checkpoint=copy_seq, moved_aside=moved, aside=result.aside, learned_after=len(learned)
     )
     return result
+
+
+def _mark_journal(settings: Settings, target: int, copy_seq: int, from_seq: int) -> None:
+    """Append the rollback marker to the predictions journal (once, also when a rollback is finished after a crash):
+    the records written before it with ``seq >= from_seq`` are the abandoned run's; every reader leaves them out
+    (``report.journal``)."""
+    from plasticd.report.journal import ROLLBACK_MARKER
+    from plasticd.service.daemon import PREDICTIONS_FILE
+
+    journal = settings.paths.state / PREDICTIONS_FILE
+    if not journal.parent.is_dir():
+        return  # no journal to mark: nothing was predicted here
+    if journal.exists():
+        with open(journal, "rb") as handle:
+            handle.seek(max(0, journal.stat().st_size - 65536))
+            for line in handle.read().split(b"\n"):
+                if line.startswith(ROLLBACK_MARKER) and json.loads(line)["rollback"].get("checkpoint") == copy_seq:
+                    return  # written by the run that stopped after it
+    marker = {
+        "rollback": {
+            "from_seq": from_seq, "rollback_of": target, "checkpoint": copy_seq, "t": time.time(),
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "note": "records above with seq >= from_seq were learned after checkpoint rollback_of and abandoned",
+        }
+    }  # fmt: skip
+    with open(journal, "ab") as handle:
+        handle.write(json.dumps(marker).encode() + b"\n")
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def _settle_work_area(settings: Settings, covered: set[str]) -> tuple[int, int]:

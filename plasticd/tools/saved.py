@@ -10,7 +10,9 @@ picked was rotated away mid-read) simply tries again on the new newest.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import os
+import re
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +31,11 @@ RACE_RETRIES = 3  # reads of the newest checkpoint that lost a race with the dae
 def store_for_reading(settings: Settings) -> CheckpointStore:
     """The checkpoint store of ``paths.checkpoints``, which must exist (it is never created here)."""
     folder = settings.paths.checkpoints
+    if folder.exists() and not folder.is_dir():
+        raise CheckpointError(
+            f"paths.checkpoints {folder.absolute()} is a file, not a folder: point paths.checkpoints at the "
+            "checkpoint folder (--set paths.checkpoints=DIR or the config file)"
+        )
     if not folder.is_dir():
         raise CheckpointError(f"no checkpoint folder {folder.absolute()} (has the daemon run with these settings?)")
     return CheckpointStore(folder)
@@ -78,7 +85,9 @@ class Facts:
     window_accuracy: float | None  # over the last train.window labelled samples before the save
     neurons: int | None
     rollback_of: int | None  # this checkpoint is a copy of that one, made by plasticd rollback
-    error: str | None  # why the facts are missing
+    error: str | None  # why the facts are missing, or why the checkpoint does not verify
+    state: str = "valid"  # valid, unreadable (error says why: the daemon skips it), uncommitted (no commit record)
+    before: str | None = None  # what came before it since the previous checkpoint (samples, rewiring, drift, ...)
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -109,7 +118,59 @@ def facts(info: CheckpointInfo) -> Facts:
         neurons=meta.get("architecture", {}).get("neurons"),
         rollback_of=meta.get("rollback_of"),
         error=None,
+        before=_before(meta),
     )
+
+
+def _before(meta: dict) -> str | None:
+    """What came before a checkpoint: ``rollback of 3``, or ``120 samples, rewire, drift×2`` (older ones: None)."""
+    if meta.get("rollback_of") is not None:
+        return f"rollback of {meta['rollback_of']}"
+    since = meta.get("since_previous")
+    if not isinstance(since, dict):
+        return None
+    parts = [f"{since.get('samples', 0)} samples"] if since.get("samples") else []
+    for kind, n in (since.get("maintenance") or {}).items():
+        parts.append(kind if n == 1 else f"{kind}×{n}")
+    return ", ".join(parts) or "no change"
+
+
+_CHECKPOINT_FILE = re.compile(r"^ckpt-(\d{10})\.(json|safetensors)$")
+
+
+def survey(store: CheckpointStore) -> list[Facts]:
+    """Every checkpoint in ``store``'s folder, oldest first, each verified as the daemon would load it: ``valid``,
+    ``unreadable`` (``error`` says why) or ``uncommitted`` (a tensors file without its commit record)."""
+    files: dict[int, set[str]] = {}
+    for entry in os.scandir(store.folder):
+        match = _CHECKPOINT_FILE.match(entry.name)
+        if match and entry.is_file(follow_symlinks=False):
+            files.setdefault(int(match.group(1)), set()).add(match.group(2))
+    listed = {info.seq: info for info in store.list()}
+    rows = []
+    for seq in sorted(files):
+        tensors = store.folder / f"ckpt-{seq:010d}.safetensors"
+        if "json" not in files[seq]:
+            size = tensors.stat().st_size if tensors.exists() else 0
+            why = "a tensors file without its commit record (a save cut short): removed at the daemon's next start"
+            rows.append(_bare(seq, size, "uncommitted", why))
+            continue
+        info = listed.get(seq)
+        try:
+            store.load(seq)
+            error = None
+        except CheckpointError as exc:
+            error = str(exc).split(" is not valid: ", 1)[-1]
+        if info is None:
+            rows.append(_bare(seq, 0, "unreadable", error or "the commit record cannot be read"))
+            continue
+        row = facts(info)
+        rows.append(replace(row, state="unreadable" if error else "valid", error=error or row.error))
+    return rows
+
+
+def _bare(seq: int, size: int, state: str, error: str) -> Facts:
+    return Facts(seq, "-", size, None, None, None, None, None, None, None, error=error, state=state)
 
 
 def covered_claims(json_path: Path) -> list[str]:
