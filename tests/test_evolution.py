@@ -330,3 +330,18 @@ def test_the_paired_bound_is_tighter_yet_noise_still_does_not_promote(seed: int)
     assert judge(clear, 0.0, 500, 0.05, "paired").promote and not judge(clear, 0.0, 500, 0.05).promote
     assert not judge(noise, 0.0, 500, 0.05, "paired").promote
     assert not judge(_paired_score(400, 0.9, 0.0, seed), 0.0, 500, 0.05, "paired").promote, "never before min_samples"
+
+
+def test_a_drift_alarm_starts_a_fresh_challenger_of_the_champions_genome() -> None:
+    """ARF's background learner: the champion's drift alarm (labels swapped halfway) spawns a fresh network of its
+    genome, born at the alarm, in a full population's slot."""
+    pop = Population(_settings(population=1, check_every=10_000))
+    x, y = _stream(3000, seed=12)
+    y = np.where(np.arange(3000) < 1500, y, (y + 1) % 4)
+    _run(pop, x, y)
+    drift = [e for e in pop.take_events() if e.event == "evolution.spawned" and e.fields["origin"] == "drift"]
+    assert drift, "no challenger was spawned at the alarm"
+    first = drift[0].fields
+    assert first["inherited"] == "fresh" and first["born"] > 1500
+    assert first["genome"] == pop.candidates[0].genome.to_dict()
+    assert len(pop.challengers) == 1, "the drift child took the slot of the worst challenger"
