@@ -18,7 +18,8 @@ from typing import Any
 from plasticd import __version__
 from plasticd.bench import add_bench_group
 from plasticd.commands import add_commands
-from plasticd.config import Settings, config_file_from_env, load_settings, parse_overrides
+from plasticd.config import Settings, config_file_from_env, load_settings
+from plasticd.config_text import parse_overrides
 from plasticd.daemon_commands import EXIT_ERROR, EXIT_USAGE, quiet_broken_stdout, setup
 from plasticd.errors import ConfigError, PlasticdError, UsageError
 from plasticd.tools import TOOLS

@@ -64,9 +64,7 @@ __all__ = [
     "TrainSettings",
     "check_environment",
     "config_file_from_env",
-    "describe_settings",
     "load_settings",
-    "parse_overrides",
 ]
 
 
@@ -84,6 +82,10 @@ class EvolutionSettings(_Section):
     min_samples: int = Field(500, ge=1, description="labelled samples a challenger scores before it may be promoted or retired")
     confidence: float = Field(
         0.05, gt=0.0, lt=1.0, description="δ of the Hoeffding bounds: promote when challenger's upper < champion's lower"
+    )
+    bound: Literal["hoeffding", "paired"] = Field(
+        "hoeffding",
+        description="hoeffding: ChaCha's two intervals; paired: one empirical-Bernstein interval on the paired differences",
     )
     cost_weight: float = Field(
         1.0, ge=0.0, description="the champion rule's one knob: points of accuracy one halving of the work per sample is worth"
@@ -165,7 +167,14 @@ class CheckpointSettings(_Section):
     every_samples: int = Field(2000, ge=1, description="checkpoint after this many samples")
     every_seconds: float = Field(60.0, gt=0.0, description="... or this many seconds with unsaved samples")
     idle_seconds: float = Field(1.0, ge=0.0, description="... or this long without new samples")
-    keep: int = Field(3, ge=1, le=100, description="checkpoints kept on disk")
+    keep: int = Field(3, ge=1, le=100, description="the newest checkpoints kept on disk, whatever their age")
+    keep_hourly: int = Field(24, ge=0, le=10000, description="... then the newest of each hour, this many hours back")
+    keep_daily: int = Field(7, ge=0, le=10000, description="... then the newest of each day, this many days back")
+    max_total_bytes: int = Field(
+        0,
+        ge=0,
+        description="checkpoints kept fit in this many bytes in all: oldest go first, never the newest (0: no budget)",
+    )
     retry_seconds: float = Field(
         5.0,
         gt=0.0,
@@ -282,18 +291,30 @@ class ReplicaSettings(_Section):
     """Replicas under torchrun that learn one model (plasticd/distributed/); ignored by a single process."""
 
     sync_samples: int = Field(
-        64, ge=1, description="replicas combine their weights after this many labelled samples, counted over the group"
+        1000, ge=1, description="replicas combine their weights after this many labelled samples, counted over the group"
     )
     sync_seconds: float = Field(10.0, gt=0.0, description="... or after this many seconds with something learned")
+    sync_ramp: float = Field(
+        0.25,
+        ge=0.0,
+        description="> 0: while the group's model is young the sync interval is this share of the labelled samples "
+        "the group has learned (at least 64), growing to sync_samples; 0: always sync_samples",
+    )
     combine: Literal["sum", "mean", "outer"] = Field(
-        "sum",
+        "outer",
         description="sum: the agreed weights plus every replica's change since the last sync (the group moves as one "
         "model that took every replica's steps); mean: the replicas' weights averaged; outer: an outer SGD step with "
         "Nesterov momentum on the averaged change (DiLoCo, replicas.outer_lr and outer_momentum)",
     )
-    outer_lr: float = Field(0.7, gt=0.0, description="combine = outer: the outer step's rate on the averaged change")
+    outer_lr: float = Field(1.0, gt=0.0, description="combine = outer: the outer step's rate on the averaged change")
     outer_momentum: float = Field(
-        0.9, ge=0.0, lt=1.0, description="combine = outer: Nesterov momentum of the outer step (0: none)"
+        0.5, ge=0.0, lt=1.0, description="combine = outer: Nesterov momentum of the outer step (0: none)"
+    )
+    agree_seconds: float = Field(
+        0.1,
+        gt=0.0,
+        description="a busy replica agrees with the group (a barrier: the faster waits for the slower) at most this "
+        "often; a sync or checkpoint may come this much later than due",
     )
     timeout_seconds: float = Field(
         60.0, gt=0.0, description="a replica that cannot reach its group, or waits this long for a peer, exits with code 1"
@@ -355,31 +376,6 @@ def _format_validation_error(err: ValidationError, origin: str) -> str:
         shown = "" if isinstance(got, dict) else f" (got {got!r})"
         lines.append(f"  {field}: {e['msg']}{shown}")
     return "\n".join(lines)
-
-
-def parse_overrides(pairs: list[str]) -> dict[str, Any]:
-    """Turn ``["model.neurons=800", "train.lr=1e-3"]`` into a nested dict.
-
-    Values are parsed as TOML scalars where possible (numbers, booleans,
-    arrays, quoted strings) and taken as plain strings otherwise.
-    """
-    tree: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--set expects section.field=value, got {pair!r}")
-        try:
-            value = tomllib.loads(f"v = {raw}")["v"]
-        except tomllib.TOMLDecodeError:
-            value = raw
-        node = tree
-        parts = key.strip().split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"--set {pair!r}: {part!r} is a field, not a section")
-        node[parts[-1]] = value
-    return tree
 
 
 ENV_PREFIX = "PLASTICD_"
@@ -462,34 +458,3 @@ def load_settings(config_file: Path | None = None, overrides: dict[str, Any] | N
         raise _env_parse_error(err, os.environ) from None
     finally:
         _TOML_FILE.reset(token)
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, (tuple, list)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def describe_settings(settings: Settings) -> str:
-    """The settings as a commented TOML document (a valid config file)."""
-    lines = [
-        "# plasticd settings: defaults < config file < PLASTICD_* env < flags.",
-        "# Environment: PLASTICD_<SECTION>__<FIELD>, e.g. PLASTICD_MODEL__NEURONS=800",
-    ]
-    for section_name in type(settings).model_fields:
-        section = getattr(settings, section_name)
-        lines += ["", f"[{section_name}]"]
-        doc = (type(section).__doc__ or "").strip().splitlines()
-        if doc:
-            lines.append(f"# {doc[0]}")
-        for field_name, field in type(section).model_fields.items():
-            value = getattr(section, field_name)
-            default = field.default
-            note = f"  (default {_toml_value(default) if default is not None else 'unset'})" if value != default else ""
-            lines.append(f"# {field.description}{note}")
-            lines.append(f"{field_name} = {_toml_value(value)}" if value is not None else f"# {field_name} = (unset)")
-    return "\n".join(lines) + "\n"

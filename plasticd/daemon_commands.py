@@ -199,7 +199,7 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_config(settings: Settings, args: argparse.Namespace) -> int:
-    from plasticd.config import describe_settings
+    from plasticd.config_text import describe_settings
 
     print(describe_settings(settings))
     return EXIT_OK

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from plasticd.config import describe_settings, load_settings, parse_overrides
+from plasticd.config import load_settings
+from plasticd.config_text import describe_settings, parse_overrides
 from plasticd.errors import ConfigError
 
 

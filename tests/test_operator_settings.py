@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from plasticd.config import config_file_from_env, describe_settings, load_settings
+from plasticd.config import config_file_from_env, load_settings
+from plasticd.config_text import describe_settings
 from plasticd.errors import ConfigError
 
 

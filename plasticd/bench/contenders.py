@@ -32,7 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from plasticd.config import Settings, describe_settings
+from plasticd.config import Settings
+from plasticd.config_text import describe_settings
 from plasticd.threads import set_threads
 
 if TYPE_CHECKING:  # numpy and torch are imported where a run starts: the CLI imports this module for its names

@@ -22,6 +22,7 @@ without atomic rename.
 from __future__ import annotations
 
 import contextlib
+import queue
 from pathlib import Path
 
 import torch
@@ -78,16 +79,17 @@ def run_replica(settings: Settings, replica: group.Replica) -> int:
 
 def _serve(settings: Settings, replica: group.Replica, comm_device: torch.device, backend: str) -> int:
     p = settings.paths
-    source = InboxSource(p.inbox, settings.daemon.settle_seconds, wake=lambda: None)
-    worker = build_file_worker(settings, source, p.processed)
-    if not replica.leader:
-        worker.notifier = worker.heartbeat.notifier = Notifier("")  # systemd hears rank 0 only
+    messages: queue.SimpleQueue[Message] = queue.SimpleQueue()  # the worker's: the watcher's wake-ups go there
+    source = InboxSource(p.inbox, settings.daemon.settle_seconds, wake=lambda: messages.put(Wake()))
+    notifier = None if replica.leader else Notifier("")  # systemd hears rank 0 only
+    worker = build_file_worker(
+        settings, source, p.processed, messages=messages, replica=(replica.rank, replica.world_size), notifier=notifier
+    )
     worker.heartbeat.ready_facts.update(watching=str(Path(p.inbox).absolute()), destination=str(Path(p.processed).absolute()))
     coordinator = Coordinator(worker, replica, settings, comm_device, backend)
     worker.on_batch.append(RunCount())
     exporter = start_exporter(worker, settings.metrics) if replica.leader else None
     scheduler = MaintenanceScheduler(settings, worker.activity, rescans_only(worker), watch_inbox=True)
-    source.wake = lambda: worker.post(Wake())
     source.start()
     scheduler.start()
     try:

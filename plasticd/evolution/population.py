@@ -145,7 +145,8 @@ class Population:
         if not n_lab:
             return result
         is_lab = labels >= 0
-        champion_wrong = int(np.count_nonzero(result.predicted[is_lab] != labels[is_lab]))
+        champion_miss = result.predicted[is_lab] != labels[is_lab]
+        champion_wrong = int(np.count_nonzero(champion_miss))
         self.budget.grant(step_cost(self.candidates[0].work, len(labels)), len(labels))
         votes = [(result.predicted, self._weight(self.candidates[0]))] if self.ev.ensemble else []
         failed: list[Candidate] = []
@@ -165,8 +166,9 @@ class Population:
             us = (time.perf_counter() - t0) * 1e6 / len(labels)
             c.us_per_sample = us if c.us_per_sample == 0.0 else 0.9 * c.us_per_sample + 0.1 * us
             c.engine.take_reports()  # a challenger's maintenance is its own business
-            wrong = int(np.count_nonzero(r.predicted[is_lab] != labels[is_lab]))
-            c.score.add(wrong, champion_wrong, n_lab, float(np.nansum(r.loss)))
+            miss = r.predicted[is_lab] != labels[is_lab]
+            disagree = int(np.count_nonzero(miss != champion_miss))
+            c.score.add(int(np.count_nonzero(miss)), champion_wrong, n_lab, float(np.nansum(r.loss)), disagree)
             if self.ev.ensemble and c.score.n >= self.ev.min_samples:
                 votes.append((r.predicted, self._weight(c)))
         for c in failed:
@@ -203,7 +205,13 @@ class Population:
         """Each challenger against the champion (promotion.judge), in slot order."""
         champion_work = self.candidates[0].work
         return [
-            judge(c.score, cost_penalty(c.work, champion_work, self.ev.cost_weight), self.ev.min_samples, self.ev.confidence)
+            judge(
+                c.score,
+                cost_penalty(c.work, champion_work, self.ev.cost_weight),
+                self.ev.min_samples,
+                self.ev.confidence,
+                self.ev.bound,
+            )  # fmt: skip
             for c in self.challengers
         ]
 
@@ -279,7 +287,7 @@ class Population:
         parents = [self.candidates[i] for i in front]
         roll = self.rng.random()
         if not initial and roll < REPAIR_SHARE:
-            return self._repaired_child(self.candidates[0])
+            return self.repaired_child(self.candidates[0])
         if len(parents) >= 2 and roll < REPAIR_SHARE + CROSSOVER_SHARE:
             a, b = (parents[i] for i in self.rng.choice(len(parents), size=2, replace=False))
             genome, origin, parent = crossover(a.genome, b.genome, self.rng), "crossover", a
@@ -297,7 +305,7 @@ class Population:
         genome = genome.with_gene("neurons", child.engine.cfg.neurons)  # what the doors could make
         return Candidate(genome, child.engine, child.base_neurons, seed, self.trained, origin, child.inherited)
 
-    def _repaired_child(self, parent: Candidate) -> Candidate:
+    def repaired_child(self, parent: Candidate) -> Candidate:
         """Repair as a mutation: a copy of ``parent`` (its whole state) whose faulty neurons are replaced; it then has
         to earn its promotion like any other child. Without anything to repair, a plain one-gene mutation instead."""
         child = self._make(parent.genome, "repair", parent)

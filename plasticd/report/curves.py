@@ -129,6 +129,11 @@ def _place_events(curves: Curves, bins: JournalBins, log: LogEvents, snapshots: 
             placed.append((e.name, e.t, float(np.interp(e.trained, cum, edges)) if len(cum) > 1 else float(e.trained)))
         else:
             placed.append((e.name, e.t, None))
+    # events of a run a later rollback abandoned (before the marker's time, at or past its from_seq) are left out
+    cuts = [(float(m["t"]), float(m["from_seq"])) for m in bins.rollbacks if isinstance(m.get("t"), int | float)]
+    placed = [(n, t, s) for n, t, s in placed if not any(t < mt and s is not None and s >= f for mt, f in cuts)]
+    snapshots = [x for x in snapshots if not any(x.t < mt and x.samples is not None and x.samples >= f for mt, f in cuts)]
+    events = [e for e, keep in zip(log.events, _kept(log.events, placed), strict=True) if keep]
     anchors = sorted([(t, s) for _, t, s in placed if s is not None] + [(s.t, float(s.samples)) for s in snapshots if s.samples])
     at = np.array([a[0] for a in anchors])
     asamples = np.maximum.accumulate(np.array([a[1] for a in anchors])) if anchors else np.zeros(0)
@@ -146,7 +151,8 @@ def _place_events(curves: Curves, bins: JournalBins, log: LogEvents, snapshots: 
         curves.marks[name] = np.array([p for p in where if p is not None])
         if missing := sum(p is None for p in where):
             curves.unplaced[name] = missing
-    sizes = [(p, e) for e, (_, _, p) in zip(log.events, positions, strict=True) if p is not None]
+    curves.marks["rollback"] = np.array([float(m["from_seq"]) for m in bins.rollbacks])
+    sizes = [(p, e) for e, (_, _, p) in zip(events, positions, strict=True) if p is not None]
     neurons = sorted(
         [(p, e.neurons) for p, e in sizes if e.neurons is not None]
         + [(float(s.samples or 0), s.neurons) for s in snapshots if s.neurons]
@@ -158,6 +164,16 @@ def _place_events(curves: Curves, bins: JournalBins, log: LogEvents, snapshots: 
     curves.neurons = (np.array([a for a, _ in neurons]), np.array([b for _, b in neurons]))
     curves.active = (np.array([a for a, _ in active]), np.array([b for _, b in active]))
     curves.throughput = _throughput(log, anchors)
+
+
+def _kept(events: list, placed: list[tuple[str, float, float | None]]) -> list[bool]:
+    """Which of ``events`` are still in ``placed`` (filtered in order, by name and time)."""
+    kept, i = [], 0
+    for e in events:
+        match = i < len(placed) and placed[i][0] == e.name and placed[i][1] == e.t
+        kept.append(match)
+        i += match
+    return kept
 
 
 def _throughput(log: LogEvents, anchors: list[tuple[float, float]]) -> tuple[np.ndarray, np.ndarray]:

@@ -11,14 +11,23 @@ Each bin keeps sums, so every curve drawn from it is exact at the bin's
 resolution: samples, labelled samples, correct predictions, summed loss, and a
 histogram of latencies over log-spaced buckets (percentiles come from it, to
 within one bucket, about 10 %).
+
+A rollback (``plasticd rollback``) appends a *marker* line to the journal,
+``{"rollback": {"from_seq": F, ...}}``: every record written before it with a
+``seq`` of F or more belongs to the abandoned run and is left out
+(``abandoned``); records after it are the new run's. A cheap first pass finds
+the markers (``ROLLBACK_MARKER`` at a line's start), so the records are still
+folded in one parsing pass.
 """
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import orjson
 
 from plasticd.report.lines import blocks, parse_lines
 
@@ -26,6 +35,7 @@ BINS = 2048  # even: folding sums bins pairwise
 LATENCY_EDGES_MS = np.logspace(-3, 7, 241)  # 1 µs … ~3 h, 24 buckets per decade (≈10 % wide)
 
 
+ROLLBACK_MARKER = b'{"rollback":'  # a journal line that starts so is a rollback marker (tools/rollback.py)
 REPLICA_JOURNALS = "replica-*"  # rank r > 0 of a replica group keeps its journal in <state>/replica-r/ (distributed.replica)
 
 
@@ -58,6 +68,8 @@ class JournalBins:
     records: int = 0  # records folded in
     skipped: int = 0  # lines that were not a prediction record (torn, foreign, no seq)
     files: list[Path] = field(default_factory=list)
+    rollbacks: list[dict] = field(default_factory=list)  # the markers, in journal order (from_seq, time, ...)
+    abandoned: int = 0  # records a later rollback abandoned, left out
 
     @property
     def used(self) -> int:
@@ -112,17 +124,56 @@ def read_journal(path: Path) -> JournalBins:
     """Every record of the journal (rotated files included) and of the other replicas' journals (``group_journals``),
     folded into bins; an absent journal gives empty bins."""
     bins = JournalBins()
-    for file in [f for journal in group_journals(path) for f in journal_files(journal)]:
+    files = [f for journal in group_journals(path) for f in journal_files(journal)]
+    at = _markers(files, bins)  # global line numbers of the markers
+    # the records before line at[k] are cut at the lowest from_seq of marker k and every later marker
+    cut = [min(m["from_seq"] for m in bins.rollbacks[k:]) for k in range(len(at))]
+    line_no = 0
+    for file in files:
         bins.files.append(file)
         for block in blocks(file):
-            _fold(bins, block)
+            lines = block.split(b"\n")
+            start = 0
+            while start < len(lines):
+                k = bisect.bisect_left(at, line_no + start)
+                end = len(lines) if k == len(at) else min(len(lines), at[k] - line_no + 1)
+                _fold(bins, [x for x in lines[start:end] if not x.startswith(ROLLBACK_MARKER)], cut[k] if k < len(cut) else None)
+                start = end
+            line_no += len(lines)
     return bins
 
 
-def _fold(bins: JournalBins, block: bytes) -> None:
-    records, bad = parse_lines(block.split(b"\n"))
+def _markers(files: list[Path], bins: JournalBins) -> list[int]:
+    """The rollback markers of ``files`` (into ``bins.rollbacks``) and their global line numbers, in order."""
+    at: list[int] = []
+    line_no = 0
+    for file in files:
+        for block in blocks(file):
+            lines = block.split(b"\n")
+            if ROLLBACK_MARKER in block:
+                for i, line in enumerate(lines):
+                    if line.startswith(ROLLBACK_MARKER):
+                        try:
+                            marker = orjson.loads(line)["rollback"]
+                            marker["from_seq"] = int(marker["from_seq"])
+                        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                            continue
+                        bins.rollbacks.append(marker)
+                        at.append(line_no + i)
+            line_no += len(lines)
+    return at
+
+
+def _fold(bins: JournalBins, lines: list[bytes], cut: int | None = None) -> None:
+    """Fold records in; with ``cut``, those of ``seq >= cut`` are the abandoned run's and left out."""
+    records, bad = parse_lines(lines)
     bins.skipped += bad
     cols = _columns(records)
     bins.skipped += len(records) - (0 if cols is None else len(cols[0]))
-    if cols is not None:
-        bins.add(*cols)
+    if cols is None:
+        return
+    if cut is not None:
+        keep = cols[0] < cut
+        bins.abandoned += int((~keep).sum())
+        cols = tuple(c[keep] for c in cols)
+    bins.add(*cols)

@@ -31,6 +31,7 @@ MARK_STYLE = {  # event -> (label, colour, line style)
     "merge.applied": ("merge", "#6a1b9a", "-."),
     "drift.detected": ("drift detected", "#c62828", "-"),
     "drift.adapted": ("drift adapted", "#ef6c00", "--"),
+    "rollback": ("rollback (later records replaced)", "#000000", "-"),
 }
 CHECKPOINT_STYLE = ("checkpoint", "#455a64", "-")
 MAX_LINES_PER_KIND = 400  # beyond this a kind is drawn as a rug along the bottom, not as lines

@@ -83,7 +83,7 @@ class Checkpointing:
     def __init__(
         self, settings: Settings, engine: Engine, store: CheckpointStore, feed: Feed, predictions: PredictionWriter,
         activity: Activity, counters: Counters, work: WorkArea | None, session: Session | None,
-        quarantine: Quarantine | None = None,
+        quarantine: Quarantine | None = None, held: str = "",
     ) -> None:  # fmt: skip
         self.settings = settings
         self.engine = engine
@@ -100,6 +100,7 @@ class Checkpointing:
         self.unmoved = CoveredFiles(work, session, settings.checkpoint.retry_seconds, self.results)  # covered, to move on
         self.last: CheckpointInfo | None = None
         self.failures = 0  # consecutive failed checkpoints
+        self.maintenance: dict[str, int] = {}  # maintenance that changed the model since the last save, by kind
         self.stopping_failures = 0  # ... of them, those that count towards max_failures (a full disk's do not)
         self.no_space = 0  # bytes the last checkpoint needed and did not find (0: not short of space)
         self._space_checked = 0.0  # monotonic time the free space was last looked at
@@ -110,9 +111,13 @@ class Checkpointing:
         self._saved_at: float | None = None  # monotonic time of the last save by this process
         self._saved_bytes = 0
         self._save_seconds = 0.0  # how long the last save took
-        self.held = ""  # why this process saves no checkpoint of its own (a replica: rank 0 saves at the group's barriers)
+        self.held = held  # why this process saves no checkpoint of its own (a replica: rank 0 saves at the group's barriers)
         # called after each save attempt with what it wrote (None: it failed) and its seconds (the metrics exporter)
         self.on_save: list[Callable[[CheckpointInfo | None, float], None]] = []
+
+    def noted(self, kind: str) -> None:
+        """A maintenance report of ``kind`` (rewire, growth, merge, drift) changed the model: the next save says so."""
+        self.maintenance[kind] = self.maintenance.get(kind, 0) + 1
 
     @property
     def waiting(self) -> int:
@@ -171,6 +176,8 @@ class Checkpointing:
         )
         meta.update(self.feed.resume_state(), reason=reason)
         meta.update(others.meta)
+        # what came before it: samples learned and the maintenance that changed the model since the last save
+        meta["since_previous"] = {"samples": self.activity.unsaved_samples, "maintenance": dict(self.maintenance)}
         started = time.monotonic()
         try:
             info = self._save(tensors, meta)
@@ -199,6 +206,7 @@ class Checkpointing:
         self.quarantine.settle(quarantined)
         self.activity.unsaved_samples = 0
         self.activity.unsaved_changes = False
+        self.maintenance.clear()
         self.unmoved.add(self.pending)
         self.pending = []
         return self.unmoved.move()

@@ -64,6 +64,7 @@ from safetensors.torch import save as safetensors_bytes
 from plasticd.errors import CheckpointError, CheckpointNoSpaceError
 from plasticd.fsutil import fsync_dir
 from plasticd.log import get_logger
+from plasticd.service.retention import Entry, Retention, keep_plan
 
 FORMAT_NAME = "plasticd-checkpoint"
 FORMAT_VERSION = 1
@@ -91,6 +92,7 @@ class CheckpointInfo:
     tensors_path: Path  # the safetensors file it describes
     created: str  # ISO 8601, UTC
     tensors_bytes: int  # size of the tensors file the record expects
+    samples: int | None = None  # samples seen at the save (meta.counters.samples), when the record says
 
 
 @dataclass(frozen=True)
@@ -103,9 +105,10 @@ class LoadedCheckpoint:
 class CheckpointStore:
     """The checkpoints of one folder: ``save`` atomically, ``load_latest`` verified, keep the newest ``keep``."""
 
-    def __init__(self, folder: Path, keep: int = 3) -> None:
+    def __init__(self, folder: Path, keep: int = 3, retention: Retention | None = None) -> None:
         if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
             raise CheckpointError(f"checkpoint keep must be an integer >= 1, got {keep!r}")
+        self.retention = retention  # None: only the newest ``keep`` (see ``service.retention`` for the tiers)
         self.folder = Path(folder).absolute()  # messages name it unambiguously, whatever the working directory
         self.keep = keep
         try:
@@ -224,9 +227,16 @@ class CheckpointStore:
         return True
 
     def _rotate(self) -> None:
-        """Delete all but the newest ``keep`` committed checkpoints: every JSON, an fsync, then the tensors."""
+        """Delete the committed checkpoints the retention policy does not keep (without one: all but the newest
+        ``keep``): every JSON, an fsync, then the tensors."""
         try:
-            old = self.list()[: -self.keep]
+            infos = self.list()
+            if self.retention is None:
+                old = infos[: -self.keep]
+            else:
+                entries = [Entry(i.seq, i.created, i.tensors_bytes, i.samples) for i in infos]
+                kept = keep_plan(entries, self.retention)
+                old = [info for info in infos if info.seq not in kept]
             if not old:
                 return
             for info in old:
@@ -427,7 +437,14 @@ def _info(json_path: Path, record: dict[str, Any]) -> CheckpointInfo:
         tensors_path=json_path.with_name(record["tensors_file"]),
         created=record["created"],
         tensors_bytes=record["tensors_bytes"],
+        samples=_samples_of(record["meta"]),
     )
+
+
+def _samples_of(meta: dict) -> int | None:
+    counters = meta.get("counters")
+    samples = counters.get("samples") if isinstance(counters, dict) else None
+    return samples if isinstance(samples, int) and not isinstance(samples, bool) else None
 
 
 def _verify(json_path: Path) -> LoadedCheckpoint:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import queue
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,11 +36,12 @@ from plasticd.service.checkpoint_store import CheckpointStore
 from plasticd.service.claims import Claimer, WorkArea
 from plasticd.service.copy_claims import CopyClaimer
 from plasticd.service.feeds import FileFeed, StreamFeed
-from plasticd.service.messages import Wake
+from plasticd.service.messages import Message, Wake
 from plasticd.service.notify import Notifier
 from plasticd.service.pipeline import Outcome, Pipeline
 from plasticd.service.predictions import PredictionWriter
 from plasticd.service.prometheus import start_exporter
+from plasticd.service.retention import Retention
 from plasticd.service.scheduler import MaintenanceScheduler
 from plasticd.service.sources import FolderSource, InboxSource, is_candidate
 from plasticd.service.worker import Worker
@@ -175,7 +177,9 @@ def _common(settings: Settings) -> tuple[Engine, CheckpointStore, PredictionWrit
             "the daemon learns one network: set evolution.enabled = false"
         )
     engine = Engine.from_settings(settings)
-    store = CheckpointStore(settings.paths.checkpoints, keep=settings.checkpoint.keep)
+    c = settings.checkpoint
+    retention = Retention(keep=c.keep, hourly=c.keep_hourly, daily=c.keep_daily, max_bytes=c.max_total_bytes)
+    store = CheckpointStore(settings.paths.checkpoints, keep=c.keep, retention=retention)
     predictions = PredictionWriter(settings.paths.state / PREDICTIONS_FILE)
     return engine, store, predictions
 
@@ -189,7 +193,6 @@ def _serve(worker: Worker, settings: Settings, source: FolderSource | None) -> R
     exporter = start_exporter(worker, settings.metrics)  # None unless metrics.enabled
     scheduler = MaintenanceScheduler(settings, worker.activity, worker.post, watch_inbox=isinstance(source, InboxSource))
     if isinstance(source, InboxSource):
-        source.wake = lambda: worker.post(Wake())
         source.start()
     scheduler.start()
     try:
@@ -220,10 +223,19 @@ def _correct(m: MetricsSnapshot) -> int:
 
 
 def build_file_worker(
-    settings: Settings, source: FolderSource, destination: Path, mode: str = "daemon", copy: bool = False
+    settings: Settings,
+    source: FolderSource,
+    destination: Path,
+    mode: str = "daemon",
+    copy: bool = False,
+    messages: queue.SimpleQueue[Message] | None = None,
+    replica: tuple[int, int] | None = None,
+    notifier: Notifier | None = None,
 ) -> Worker:
     """A worker over files from ``source`` that go to ``destination`` (call under ``model_lock``); ``copy``: the
-    source is on another file system, claims copy then remove (``copy_claims``)."""
+    source is on another file system, claims copy then remove (``copy_claims``). ``messages``: the queue the
+    source's wake-ups were bound to; ``replica`` (rank, world size): one of a group, which maintains and saves
+    at the group's barriers only (rank 0) and numbers its journal rank-strided."""
     p = settings.paths
     engine, store, predictions = _common(settings)
     work = WorkArea(p.work, p.failed, owner=p.checkpoints)
@@ -232,8 +244,15 @@ def build_file_worker(
     feed = FileFeed(source, claimer, settings.model.input_dim, settings.model.num_classes, _limits(settings))
     # One info line per sample would flood journald under backlog: predictions.jsonl carries each sample,
     # daemon.progress (every 5 s while busy) and checkpoint.saved tell the story; sample.processed is debug.
-    pipeline = Pipeline(engine, predictions, p.failed, settings.train.max_batch, sample_log_level="debug")
-    return Worker(settings, engine, store, feed, pipeline, predictions, Notifier(), work=work, session=session, mode=mode)  # type: ignore[arg-type]
+    pipeline = Pipeline(
+        engine, predictions, p.failed, settings.train.max_batch, sample_log_level="debug",
+        retry_seconds=settings.checkpoint.retry_seconds, plasticity=replica is None, replica=replica,
+    )  # fmt: skip
+    held = f"replica {replica[0]} of {replica[1]}: rank 0 saves at the group's barriers" if replica else ""
+    return Worker(
+        settings, engine, store, feed, pipeline, predictions, notifier or Notifier(), work=work, session=session,
+        mode=mode, messages=messages or queue.SimpleQueue(), held=held,  # type: ignore[arg-type]
+    )  # fmt: skip
 
 
 def run_inbox(settings: Settings) -> RunSummary:
@@ -241,8 +260,9 @@ def run_inbox(settings: Settings) -> RunSummary:
     p = settings.paths
     check_folders(_data_folders(settings, "inbox", "processed", "failed", "work", "checkpoints", "state"), "paths.inbox")
     with model_lock(p.checkpoints):
-        source = InboxSource(p.inbox, settings.daemon.settle_seconds, wake=lambda: None)
-        worker = build_file_worker(settings, source, p.processed)
+        messages: queue.SimpleQueue[Message] = queue.SimpleQueue()  # the worker's: the watcher's wake-ups go there
+        source = InboxSource(p.inbox, settings.daemon.settle_seconds, wake=lambda: messages.put(Wake()))
+        worker = build_file_worker(settings, source, p.processed, messages=messages)
         worker.heartbeat.ready_facts.update(watching=str(p.inbox.absolute()), destination=str(p.processed.absolute()))
         return _serve(worker, settings, source)
 
@@ -312,7 +332,10 @@ def run_stream(settings: Settings, epochs: int, limit: int | None) -> RunSummary
         engine, store, predictions = _common(settings)
         feed = StreamFeed(train, settings.runtime.seed, epochs, limit)
         # 60k demo samples: their per-sample events go to debug; daemon.progress tells the story
-        pipeline = Pipeline(engine, predictions, p.failed, settings.train.max_batch, sample_log_level="debug")
+        pipeline = Pipeline(
+            engine, predictions, p.failed, settings.train.max_batch, sample_log_level="debug",
+            retry_seconds=settings.checkpoint.retry_seconds,
+        )  # fmt: skip
         worker = Worker(settings, engine, store, feed, pipeline, predictions, Notifier(), mode="burst")
         worker.heartbeat.ready_facts.update(watching=f"fashion-mnist stream ({p.dataset}), {epochs} pass(es)")
         summary = _serve(worker, settings, None)

@@ -81,6 +81,8 @@ class Pipeline:
         max_batch: int,
         sample_log_level: str = "info",
         retry_seconds: float = 5.0,
+        plasticity: bool = True,
+        replica: tuple[int, int] | None = None,
     ) -> None:
         self.engine = engine
         self.sample_log_level = sample_log_level
@@ -88,12 +90,12 @@ class Pipeline:
         self.failed_folder = failed_folder
         self.max_batch = max_batch
         self.quarantine = Quarantine(failed_folder, retry_seconds)  # the worker retries and recovers through it
-        self.between_chunks: Callable[[], bool] = lambda: False  # between the steps of a large file: True to stop
-        self.plasticity = True  # maintenance inside Engine.step (replicas: False, rank 0 maintains at barriers)
-        self.replica: tuple[int, int] | None = None  # (rank, world size) in a group: seq rank-strided, records labelled
+        self.plasticity = plasticity  # maintenance inside Engine.step (replicas: False, rank 0 maintains at barriers)
+        self.replica = replica  # (rank, world size) in a group: seq rank-strided, records labelled
         self.log = get_logger("pipeline")
 
-    def process(self, items: list[Item]) -> Outcome:
+    def process(self, items: list[Item], between_chunks: Callable[[], bool] = lambda: False) -> Outcome:
+        """``between_chunks`` is asked between the steps of a large file (the worker's heartbeat): True to stop."""
         out = Outcome()
         loaded: list[tuple[Item, SampleBatch]] = []
         for item in items:
@@ -104,7 +106,7 @@ class Pipeline:
         groups = self._groups(loaded)
         for i, group in enumerate(groups):
             if len(group) == 1 and len(group[0][1].y) > self.max_batch:
-                if not self._step_big(group[0], out):
+                if not self._step_big(group[0], out, between_chunks):
                     out.interrupted += [item for later in groups[i:] for item, _ in later]
                     return out
                 continue
@@ -132,12 +134,12 @@ class Pipeline:
                 size = n
         return groups
 
-    def _step_big(self, pair: tuple[Item, SampleBatch], out: Outcome) -> bool:
+    def _step_big(self, pair: tuple[Item, SampleBatch], out: Outcome, between_chunks: Callable[[], bool]) -> bool:
         """A file of more than max_batch samples takes several steps: all of them, or none.
         False when a stop request came between two of them (the file is left as it was)."""
         saved = self.engine.savepoint()
         try:
-            self._step([pair], out, chunked=True)
+            self._step([pair], out, between_chunks)
         except NonFiniteError as exc:
             self.engine.restore(saved)
             self._reject(pair[0], "non_finite_training", str(exc), type(exc).__name__, out)
@@ -147,7 +149,9 @@ class Pipeline:
             return False
         return True
 
-    def _step(self, loaded: list[tuple[Item, SampleBatch]], out: Outcome, chunked: bool = False) -> None:
+    def _step(
+        self, loaded: list[tuple[Item, SampleBatch]], out: Outcome, between_chunks: Callable[[], bool] | None = None
+    ) -> None:
         """Step through the concatenated samples of ``loaded``, max_batch at a time (``chunked``: asking
         ``between_chunks`` before each step after the first; _Interrupted when it says stop)."""
         x = np.concatenate([b.x for _, b in loaded])
@@ -157,7 +161,7 @@ class Pipeline:
         xt = torch.from_numpy(x)
         records: list[dict] = []
         for start in range(0, len(y), self.max_batch):
-            if chunked and start and self.between_chunks():
+            if between_chunks is not None and start and between_chunks():
                 raise _Interrupted
             end = min(start + self.max_batch, len(y))
             seq0 = self.engine.metrics.seen

@@ -81,10 +81,11 @@ class Worker:
     on_turn: list[Callable[[], None]] = field(default_factory=list)  # called at the end of each turn (the live snapshot)
     wait_seconds: float = WAIT_S  # longest idle wait for a message (replicas: 0 while a peer is busy)
     adopts: Callable[[Session], bool] = lambda session: True  # recovery takes this earlier session over (replicas: rank 0 only)
+    messages: queue.SimpleQueue[Message] = field(default_factory=queue.SimpleQueue)  # what other threads post (post)
+    held: str = ""  # why this process saves no checkpoint of its own (a replica: rank 0 saves at the group's barriers)
 
     def __post_init__(self) -> None:
         self.log = get_logger("worker")
-        self.messages: queue.SimpleQueue[Message] = queue.SimpleQueue()
         self.checkpoints = Checkpointing(
             self.settings,
             self.engine,
@@ -96,10 +97,9 @@ class Worker:
             self.work,
             self.session,
             quarantine=self.pipeline.quarantine,
+            held=self.held,
         )
         self.heartbeat = Heartbeat(self.settings, self.engine, self.feed, self.notifier, self.counters, self.checkpoints)
-        self.pipeline.between_chunks = self._between_chunks
-        self.pipeline.quarantine.retry_seconds = self.settings.checkpoint.retry_seconds
         self.stopping = False  # the loop ends before its next turn
         self.stop_signal: int | None = None  # the signal that asked for the stop, if one did
         self.reopen_requested = False  # SIGHUP: reopen log.file (logrotate) at the next safe point
@@ -207,7 +207,7 @@ class Worker:
         self.heartbeat.set_state(State.BUSY)
         started = time.perf_counter()
         with self.checkpoints.guard("the pipeline"):
-            outcome = self.pipeline.process(items)
+            outcome = self.pipeline.process(items, self._between_chunks)
         self.batch_seconds = time.perf_counter() - started
         self.log_reports()
         self.checkpoints.trained([item.claim for item in outcome.done if item.claim is not None])
@@ -284,4 +284,6 @@ class Worker:
             for hook in self.on_report:
                 hook(report)
             self.activity.unsaved_changes = self.activity.unsaved_changes or report.changed
+            if report.changed:
+                self.checkpoints.noted(type(report).__name__.removesuffix("Report").lower())
         return reports

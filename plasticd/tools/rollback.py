@@ -232,6 +232,7 @@ def rollback(settings: Settings, seq: int) -> RollbackResult | None:
     else:
         meta = {**target.meta, "reason": "rollback", "rollback_of": seq, **_quarantine_books(newest.meta, target.meta)}
         copy_seq = store.save(target.tensors, meta).seq  # the rollback commits here
+    _mark_journal(settings, seq, copy_seq, int(target.tensors["metrics.counters"][1]))
     aside, moved = _move_aside(store.folder, seq, copy_seq)
     result = RollbackResult(
         target=seq,
@@ -253,6 +254,35 @@ def rollback(settings: Settings, seq: int) -> RollbackResult | None:
         "rollback.done", target=seq, checkpoint=copy_seq, moved_aside=moved, aside=result.aside, learned_after=len(learned)
     )
     return result
+
+
+def _mark_journal(settings: Settings, target: int, copy_seq: int, from_seq: int) -> None:
+    """Append the rollback marker to the predictions journal (once, also when a rollback is finished after a crash):
+    the records written before it with ``seq >= from_seq`` are the abandoned run's; every reader leaves them out
+    (``report.journal``)."""
+    from plasticd.report.journal import ROLLBACK_MARKER
+    from plasticd.service.daemon import PREDICTIONS_FILE
+
+    journal = settings.paths.state / PREDICTIONS_FILE
+    if not journal.parent.is_dir():
+        return  # no journal to mark: nothing was predicted here
+    if journal.exists():
+        with open(journal, "rb") as handle:
+            handle.seek(max(0, journal.stat().st_size - 65536))
+            for line in handle.read().split(b"\n"):
+                if line.startswith(ROLLBACK_MARKER) and json.loads(line)["rollback"].get("checkpoint") == copy_seq:
+                    return  # written by the run that stopped after it
+    marker = {
+        "rollback": {
+            "from_seq": from_seq, "rollback_of": target, "checkpoint": copy_seq, "t": time.time(),
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "note": "records above with seq >= from_seq were learned after checkpoint rollback_of and abandoned",
+        }
+    }  # fmt: skip
+    with open(journal, "ab") as handle:
+        handle.write(json.dumps(marker).encode() + b"\n")
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def _settle_work_area(settings: Settings, covered: set[str]) -> tuple[int, int]:

@@ -118,7 +118,21 @@ def facts(info: CheckpointInfo) -> Facts:
         neurons=meta.get("architecture", {}).get("neurons"),
         rollback_of=meta.get("rollback_of"),
         error=None,
+        before=_before(meta),
     )
+
+
+def _before(meta: dict) -> str | None:
+    """What came before a checkpoint: ``rollback of 3``, or ``120 samples, rewire, drift×2`` (older ones: None)."""
+    if meta.get("rollback_of") is not None:
+        return f"rollback of {meta['rollback_of']}"
+    since = meta.get("since_previous")
+    if not isinstance(since, dict):
+        return None
+    parts = [f"{since.get('samples', 0)} samples"] if since.get("samples") else []
+    for kind, n in (since.get("maintenance") or {}).items():
+        parts.append(kind if n == 1 else f"{kind}×{n}")
+    return ", ".join(parts) or "no change"
 
 
 _CHECKPOINT_FILE = re.compile(r"^ckpt-(\d{10})\.(json|safetensors)$")
