@@ -83,6 +83,10 @@ class EvolutionSettings(_Section):
     confidence: float = Field(
         0.05, gt=0.0, lt=1.0, description="δ of the Hoeffding bounds: promote when challenger's upper < champion's lower"
     )
+    bound: Literal["hoeffding", "paired"] = Field(
+        "hoeffding",
+        description="hoeffding: ChaCha's two intervals; paired: one empirical-Bernstein interval on the paired differences",
+    )
     cost_weight: float = Field(
         1.0, ge=0.0, description="the champion rule's one knob: points of accuracy one halving of the work per sample is worth"
     )
@@ -287,18 +291,30 @@ class ReplicaSettings(_Section):
     """Replicas under torchrun that learn one model (plasticd/distributed/); ignored by a single process."""
 
     sync_samples: int = Field(
-        64, ge=1, description="replicas combine their weights after this many labelled samples, counted over the group"
+        1000, ge=1, description="replicas combine their weights after this many labelled samples, counted over the group"
     )
     sync_seconds: float = Field(10.0, gt=0.0, description="... or after this many seconds with something learned")
+    sync_ramp: float = Field(
+        0.25,
+        ge=0.0,
+        description="> 0: while the group's model is young the sync interval is this share of the labelled samples "
+        "the group has learned (at least 64), growing to sync_samples; 0: always sync_samples",
+    )
     combine: Literal["sum", "mean", "outer"] = Field(
-        "sum",
+        "outer",
         description="sum: the agreed weights plus every replica's change since the last sync (the group moves as one "
         "model that took every replica's steps); mean: the replicas' weights averaged; outer: an outer SGD step with "
         "Nesterov momentum on the averaged change (DiLoCo, replicas.outer_lr and outer_momentum)",
     )
-    outer_lr: float = Field(0.7, gt=0.0, description="combine = outer: the outer step's rate on the averaged change")
+    outer_lr: float = Field(1.0, gt=0.0, description="combine = outer: the outer step's rate on the averaged change")
     outer_momentum: float = Field(
-        0.9, ge=0.0, lt=1.0, description="combine = outer: Nesterov momentum of the outer step (0: none)"
+        0.5, ge=0.0, lt=1.0, description="combine = outer: Nesterov momentum of the outer step (0: none)"
+    )
+    agree_seconds: float = Field(
+        0.1,
+        gt=0.0,
+        description="a busy replica agrees with the group (a barrier: the faster waits for the slower) at most this "
+        "often; a sync or checkpoint may come this much later than due",
     )
     timeout_seconds: float = Field(
         60.0, gt=0.0, description="a replica that cannot reach its group, or waits this long for a peer, exits with code 1"

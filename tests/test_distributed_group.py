@@ -115,6 +115,14 @@ def test_the_outer_step_is_nesterov_momentum_on_the_averaged_change() -> None:
     assert outer.buffer.shape == (5,) and not outer.buffer.any()
 
 
+def test_the_sync_ramp_syncs_often_early_and_thins_out_to_h() -> None:
+    from plasticd.distributed.coordinator import RAMP_MIN, sync_interval
+
+    assert [sync_interval(1000, 0.0, t) for t in (0, 100, 10_000)] == [1000, 1000, 1000]  # off: always H
+    assert [sync_interval(1000, 0.25, t) for t in (0, 100, 400, 2000, 10_000)] == [RAMP_MIN, RAMP_MIN, 100, 500, 1000]
+    assert sync_interval(32, 0.25, 0) == 32  # never longer than H
+
+
 # ------------------------------------------------------------------ real groups
 
 
@@ -174,7 +182,7 @@ def test_kill_9_then_the_requeued_files_are_shared_and_the_totals_equal_the_fold
     requeued = {e["requeued"] for e in shared}
     assert len(requeued) == 1 and requeued.pop() == sum(e["taken"] for e in shared)
     assert all(e["taken"] > 0 for e in shared)  # split, not piled onto rank 0
-    assert len(group.events("recovery.requeued")) == shared[0]["requeued"]
+    assert sum(e["files"] for e in group.events("recovery.requeued")) == shared[0]["requeued"]
     processed = [p.name for p in files_in(tmp_path / "data_processed")]
     assert processed == [f"f{i:04d}.json" for i in range(120)]
     record, _ = newest_checkpoint(tmp_path)

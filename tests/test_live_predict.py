@@ -129,12 +129,22 @@ def test_while_the_queue_is_full_a_snapshot_is_published_at_most_every_snapshot_
         drop(tmp_path / "inbox", f"b{i}.json", doc(np.random.default_rng(i)))
     worker.feed.scan()
     exp.live.on_batch(_learned())
+    exp.live.clone_seconds = 0.0  # as if cloning were free: only metrics.snapshot_ms holds it back
     now[0] += 0.004
     exp.live.on_turn()
     assert exp.live.dirty and snapshots(exp) == 1
     now[0] += 0.002  # 6 ms > metrics.snapshot_ms (5)
     exp.live.on_turn()
     assert not exp.live.dirty and snapshots(exp) == 2
+    # a clone that took 1 ms: the next one waits 20 ms (the worker spends at most 1/20 of its time cloning)
+    exp.live.on_batch(_learned())
+    exp.live.clone_seconds = 0.001
+    now[0] += 0.010
+    exp.live.on_turn()
+    assert exp.live.dirty and snapshots(exp) == 2
+    now[0] += 0.011
+    exp.live.on_turn()
+    assert not exp.live.dirty and snapshots(exp) == 3
 
 
 @pytest.mark.parametrize(

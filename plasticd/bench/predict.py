@@ -6,9 +6,16 @@ in three arms run in turn (``--repeats`` rounds, so the arms share the host's lo
 
 * ``off``: ``metrics.predict = false`` (no snapshots published): the daemon as it was;
 * ``idle``: POST /predict on, no requests: the cost of publishing snapshots;
+* ``floor``: as ``idle``, while the same client sends the same requests to a bare
+  server of the same HTTP stack in another process (a fixed answer): the latency
+  floor of this host while the daemon learns, and the client's own CPU cost;
 * ``load``: a client in this process sends POST /predict (one test-set sample each)
   at ``--rate`` requests/s, open loop (each at its scheduled time, from a few threads),
   for as long as the backlog lasts.
+
+``load / idle`` is the target's ratio (the learning rate with requests against
+without); on a host with few cores the client's own CPU weighs in it, which
+``load / floor`` leaves out (the same client in both).
 
 Throughput is files/s from READY to the last prediction line. Latency is each
 request's send-to-answer time (p50/p99/max), and also from its scheduled time
@@ -38,7 +45,24 @@ from typing import Any
 from plasticd.bench.common import SubParsers, positive_int, write_results
 from plasticd.config import Settings
 
-ARMS = ("off", "idle", "load")
+ARMS = ("off", "idle", "floor", "load")
+# The HTTP floor: the same server stack (wsgiref, a thread per request) answering a fixed line, in its own process.
+FLOOR_SERVER = """
+import sys
+from socketserver import ThreadingMixIn
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+class Server(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+class Quiet(WSGIRequestHandler):
+    def log_message(self, *args):
+        pass
+ANSWER = b'{"file":"-","index":0,"predicted":3,"confidence":.5,"probabilities":[0.1,0.1,0.1,0.5,0.2,0,0,0,0,0],"checkpoint":1}\\n'
+def app(environ, start_response):
+    environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+    start_response("200 OK", [("Content-Type", "application/x-ndjson"), ("Content-Length", str(len(ANSWER)))])
+    return [ANSWER]
+make_server("127.0.0.1", int(sys.argv[1]), app, Server, handler_class=Quiet).serve_forever()
+"""
 CLIENT_THREADS = 4
 TARGET_P99_MS, TARGET_RATIO = 5.0, 0.9
 
@@ -148,7 +172,12 @@ def _arm(root: Path, staging: Path, arm: str, bodies: list[bytes], opts: Predict
             cwd=root, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         journal = root / "state" / "predictions.jsonl"
-        client = _Client(port, bodies, opts.rate) if arm == "load" else None
+        floor = None
+        if arm == "floor":
+            floor_port = _free_port()
+            floor = subprocess.Popen([sys.executable, "-c", FLOOR_SERVER, str(floor_port)])
+            _until(lambda: _listening(floor_port), 60, "the floor server", floor, log_path)
+        client = _Client(port if arm == "load" else floor_port, bodies, opts.rate) if arm in ("load", "floor") else None
         try:
             _until(lambda: b'"daemon.ready"' in log_path.read_bytes(), 180, "daemon.ready", proc, log_path)
             t0 = time.perf_counter()
@@ -164,6 +193,9 @@ def _arm(root: Path, staging: Path, arm: str, bodies: list[bytes], opts: Predict
                 client.finish()
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=300)
+            if floor is not None:
+                floor.terminate()
+                floor.wait(timeout=30)
     for folder in ("data_processed", "state", "checkpoints", "data_work"):
         shutil.rmtree(root / folder, ignore_errors=True)
     result: dict[str, Any] = {
@@ -189,6 +221,14 @@ def _arm(root: Path, staging: Path, arm: str, bodies: list[bytes], opts: Predict
             scheduled_p99_ms=float(np.percentile(scheduled, 99)),
         )
     return result
+
+
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
 
 
 def _bucket(metrics: dict[str, float], name: str, le: str) -> float:
@@ -241,26 +281,29 @@ def run_predict_bench(settings: Settings, opts: PredictBenchOptions) -> dict:
             arms = [_arm(root, staging, arm, bodies, opts, settings) for arm in ARMS]
             rounds.append(arms)
             by = {a["arm"]: a for a in arms}
-            load = by["load"]
+            load, floor = by["load"], by["floor"]
+            rates = ", ".join(f"{a} {by[a]['files_per_s']:.0f}" for a in ARMS)
             print(
-                f"  round {r + 1}: files/s off {by['off']['files_per_s']:.0f}, idle {by['idle']['files_per_s']:.0f}, "
-                f"load {load['files_per_s']:.0f} (load/idle {load['files_per_s'] / by['idle']['files_per_s']:.1%}, "
-                f"load/off {load['files_per_s'] / by['off']['files_per_s']:.1%}); {load['requests']} requests at "
+                f"  round {r + 1}: backlog files/s {rates} (load/idle {load['files_per_s'] / by['idle']['files_per_s']:.1%}, "
+                f"load/floor {load['files_per_s'] / floor['files_per_s']:.1%}); {load['requests']} requests at "
                 f"{load['requests_per_s']:.0f}/s, {load['errors']} errors: p50 {load['p50_ms']:.2f} ms, p99 "
-                f"{load['p99_ms']:.2f} ms, max {load['max_ms']:.1f} ms (from schedule p99 {load['scheduled_p99_ms']:.2f}); "
-                f"micro-batch mean {load['step_ms_mean']:.2f} ms, {load['step_over_5ms_share']:.0%} over 5 ms; "
-                f"{load['snapshots']:.0f} snapshots, {load['snapshot_ms_mean']:.2f} ms each",
+                f"{load['p99_ms']:.2f} ms, max {load['max_ms']:.1f} ms (floor: p50 {floor['p50_ms']:.2f}, p99 "
+                f"{floor['p99_ms']:.2f} ms); micro-batch mean {load['step_ms_mean']:.2f} ms, {load['step_over_5ms_share']:.0%} "
+                f"over 5 ms; {load['snapshots']:.0f} snapshots, {load['snapshot_ms_mean']:.2f} ms each",
                 flush=True,
             )
     p99 = [a["p99_ms"] for arms in rounds for a in arms if a["arm"] == "load"]
-    ratio = [arms[2]["files_per_s"] / arms[1]["files_per_s"] for arms in rounds]
-    cost = [arms[2]["files_per_s"] / arms[0]["files_per_s"] for arms in rounds]
+    by_arm = [{a["arm"]: a for a in arms} for arms in rounds]
+    ratio = [b["load"]["files_per_s"] / b["idle"]["files_per_s"] for b in by_arm]
+    beside = [b["load"]["files_per_s"] / b["floor"]["files_per_s"] for b in by_arm]
+    floor_p99 = [b["floor"]["p99_ms"] for b in by_arm]
     print("targets:")
     met = _verdict(max(p99) <= TARGET_P99_MS)
     print(f"  p99 at {opts.rate:g} requests/s        {_spread(p99, '{:.2f}')} ms (<= {TARGET_P99_MS:g} ms)  {met}")
     met = _verdict(min(ratio) >= TARGET_RATIO)
     print(f"  backlog files/s, load / idle  {_spread(ratio, '{:.1%}')} (>= {TARGET_RATIO:.0%})  {met}")
-    print(f"  backlog files/s, load / off   {_spread(cost, '{:.1%}')} (the feature's whole cost, for information)")
+    print(f"  HTTP floor p99, same load     {_spread(floor_p99, '{:.2f}')} ms (this host, for comparison)")
+    print(f"  backlog files/s, load / floor {_spread(beside, '{:.1%}')} (the same client in both, for comparison)")
     results = {"options": {"files": opts.files, "rate": opts.rate, "repeats": opts.repeats}, "rounds": rounds}
     if opts.json_out is not None:
         write_results(opts.json_out, results)

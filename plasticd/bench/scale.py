@@ -48,20 +48,22 @@ if TYPE_CHECKING:
 class ScaleOptions:
     files: int = 4000
     replicas: tuple[int, ...] = (1, 2)
-    sync_samples: tuple[int, ...] = (64, 256, 1000)
-    combine: tuple[str, ...] = ("sum",)
+    sync_samples: tuple[int, ...] = (1000,)
+    combine: tuple[str, ...] = ("outer",)
+    agree_seconds: float = 0.1
     sizes: tuple[int, ...] = (100, 400, 1000, 4000)
     json_out: Path | None = None
 
 
-def _config(settings: Settings, sync_samples: int, combine: str = "sum") -> str:
+def _config(settings: Settings, sync_samples: int, combine: str = "sum", agree_seconds: float = 0.02) -> str:
     m, r = settings.model, settings.replicas
     return (
         f"[model]\nneurons = {m.neurons}\niterations = {m.iterations}\n"
         f'[runtime]\nthreads = 1\ndevice = "cpu"\nseed = {settings.runtime.seed}\n'
         "[daemon]\nsettle_seconds = 0.0\nidle_seconds = 1000\n"
         f'[replicas]\nsync_samples = {sync_samples}\nsync_seconds = 5.0\ncombine = "{combine}"\n'
-        f"outer_lr = {r.outer_lr}\nouter_momentum = {r.outer_momentum}\n"
+        f"outer_lr = {r.outer_lr}\nouter_momentum = {r.outer_momentum}\nagree_seconds = {agree_seconds}\n"
+        f"sync_ramp = {r.sync_ramp}\n"
         '[log]\nformat = "json"\nlevel = "info"\n'
     )
 
@@ -125,6 +127,11 @@ def _replica_pids(parent: int, replicas: int) -> list[int]:
     return [found[r] for r in sorted(found)]
 
 
+def _journal_lines(root: Path) -> int:
+    """Complete lines in every replica's journal so far (a line being written is not counted)."""
+    return sum(path.read_bytes().count(b"\n") for path in (root / "state").rglob("predictions.jsonl"))
+
+
 def _one_run(
     settings: Settings, staging: Path, replicas: int, sync_samples: int, opts: ScaleOptions, work: Path, combine: str = "sum"
 ) -> dict:
@@ -137,7 +144,7 @@ def _one_run(
 
     root = work / f"replicas-{replicas}-h{sync_samples}-{combine}"
     shutil.copytree(staging, root / "data_inbox")
-    (root / "plasticd.toml").write_text(_config(settings, sync_samples, combine))
+    (root / "plasticd.toml").write_text(_config(settings, sync_samples, combine, opts.agree_seconds))
     log = root / "group.log"
     group = ["--replicas", str(replicas)] if replicas > 1 else []
     cores = sorted(os.sched_getaffinity(0))
@@ -157,7 +164,7 @@ def _one_run(
                 for rank, pid in enumerate(_replica_pids(proc.pid, replicas)):
                     _pin(pid, cores[rank])
             t0 = time.perf_counter()
-            while sum(1 for _ in (root / "state").rglob("predictions.jsonl")) == 0 or len(_journal(root)) < opts.files:
+            while _journal_lines(root) < opts.files:
                 if proc.poll() is not None:
                     raise RuntimeError(f"the group exited early:\n{log.read_text()[-3000:]}")
                 time.sleep(0.1)
@@ -296,13 +303,14 @@ def register(subparsers: SubParsers) -> argparse.ArgumentParser:
     p.add_argument("--files", type=positive_int, default=4000, help="Fashion-MNIST training files (default 4000)")
     p.add_argument("--replicas", type=positive_int, nargs="+", default=[1, 2], help="group sizes (default 1 2)")
     p.add_argument(
-        "--sync-samples", type=positive_int, nargs="+", default=[64, 256, 1000],
-        help="H: replicas.sync_samples, one run of each group of 2+ replicas per value (default 64 256 1000)",
+        "--sync-samples", type=positive_int, nargs="+",
+        help="H: replicas.sync_samples, one run of each group of 2+ replicas per value (default: the setting's)",
     )  # fmt: skip
     p.add_argument(
-        "--combine", nargs="+", default=["sum"], choices=["sum", "mean", "outer"],
-        help="replicas.combine, one run of each group of 2+ replicas per value and H (default sum)",
+        "--combine", nargs="+", choices=["sum", "mean", "outer"],
+        help="replicas.combine, one run of each group of 2+ replicas per value and H (default: the setting's)",
     )  # fmt: skip
+    p.add_argument("--agree-seconds", type=float, help="replicas.agree_seconds of the groups (default: the setting's)")
     p.add_argument("--sizes", type=positive_int, nargs="*", default=[100, 400, 1000, 4000], help="N for the sync cost")
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the results as JSON")
     p.set_defaults(run=run)
@@ -311,8 +319,10 @@ def register(subparsers: SubParsers) -> argparse.ArgumentParser:
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
     opts = ScaleOptions(
-        files=args.files, replicas=tuple(args.replicas), sync_samples=tuple(args.sync_samples), sizes=tuple(args.sizes),
-        combine=tuple(args.combine),
+        files=args.files, replicas=tuple(args.replicas), sizes=tuple(args.sizes),
+        sync_samples=tuple(args.sync_samples or [settings.replicas.sync_samples]),
+        combine=tuple(args.combine or [settings.replicas.combine]),
+        agree_seconds=settings.replicas.agree_seconds if args.agree_seconds is None else args.agree_seconds,
         json_out=args.json,
     )  # fmt: skip
     run_scale_bench(settings, opts)

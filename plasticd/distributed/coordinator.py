@@ -1,7 +1,7 @@
 """The replicas' loop: when they meet, what they agree on, and the checkpoint that covers them all.
 
 The barrier protocol. After a turn of its worker loop (one micro-batch, or
-an idle wait) and at most every ``AGREE_S`` while it is busy (every turn
+an idle wait) and at most every ``replicas.agree_seconds`` while it is busy (every turn
 when it is idle or stopping), each replica adds a few numbers into one
 small all_reduce (``FLAGS``): labelled samples since the last sync, unsaved samples, claims
 waiting for a checkpoint, whether it wants to stop, whether it was idle,
@@ -16,7 +16,7 @@ micro-batches between two agreements: each agreement is a barrier (the
 faster replica waits for the slower one's batch), and agreeing after every
 micro-batch cost 2 replicas about 4 ms per batch of 8 on a loaded 2-core
 host. The cost is one round trip of a 72-byte tensor per agreement
-(``turn_us`` in ``replicas.synced``); a sync may come up to ``AGREE_S`` of
+(``turn_us`` in ``replicas.synced``); a sync may come up to ``replicas.agree_seconds`` of
 learning after ``replicas.sync_samples`` is reached.
 
 A sync: the weights, optimizer moments and input statistics are averaged
@@ -59,9 +59,9 @@ from plasticd.service.claims import Session
 from plasticd.service.pipeline import Outcome
 from plasticd.service.worker import WAIT_S, Worker
 
+RAMP_MIN = 64  # the shortest sync interval of replicas.sync_ramp
 # positions in the per-turn flags tensor
 LABELLED, UNSAVED, WAITING, STOP, IDLE, CHANGED, SYNC_DUE, CHECKPOINT_DUE, QUIET_DUE = range(9)
-AGREE_S = 0.02  # a busy replica agrees with the group at most this often
 
 
 @dataclass
@@ -77,6 +77,15 @@ class SyncFacts:
     digest: str | None = None  # of the weights, mask and input statistics after the final sync
     turn_us: float = 0.0  # mean cost of the per-turn flags all_reduce since the sync before
     extra: dict = field(default_factory=dict)
+
+
+def sync_interval(sync_samples: int, ramp: float, trained: int) -> int:
+    """``sync_samples``, or while the group's model is young and ``ramp`` > 0, that share of the ``trained``
+    samples the group has learned (at least ``RAMP_MIN``): early samples move the model most, so syncs come
+    often then and thin out to H. ``trained`` is the group's count at the last sync: the same on every replica."""
+    if ramp <= 0:
+        return sync_samples
+    return min(sync_samples, max(RAMP_MIN, int(ramp * trained)))
 
 
 class Coordinator:
@@ -187,7 +196,7 @@ class Coordinator:
         """One turn's agreement (collective, when due); True when the group stops (after its final sync)."""
         w, s = self.worker, self.settings
         now = time.monotonic()
-        if self.busy and not w.stopping and now - self.agreed_at < AGREE_S:
+        if self.busy and not w.stopping and now - self.agreed_at < s.replicas.agree_seconds:
             return False  # learning on: the group hears from this replica a little later
         self.agreed_at = now
         leader = self.replica.leader
@@ -232,9 +241,13 @@ class Coordinator:
             reason = "idle"
         else:
             reason = ""
-        if reason or f[LABELLED] >= s.replicas.sync_samples or (f[SYNC_DUE] > 0 and f[LABELLED] > 0):
+        if reason or f[LABELLED] >= self.interval() or (f[SYNC_DUE] > 0 and f[LABELLED] > 0):
             self.sync(int(f[LABELLED]), reason, final=stop)
         return stop
+
+    def interval(self) -> int:
+        """Labelled samples between syncs now (``sync_interval`` of the group's count at the last sync)."""
+        return sync_interval(self.settings.replicas.sync_samples, self.settings.replicas.sync_ramp, self.trained_at_sync)
 
     # ---------------------------------------------------------------- the barrier
 

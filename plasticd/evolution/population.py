@@ -145,7 +145,8 @@ class Population:
         if not n_lab:
             return result
         is_lab = labels >= 0
-        champion_wrong = int(np.count_nonzero(result.predicted[is_lab] != labels[is_lab]))
+        champion_miss = result.predicted[is_lab] != labels[is_lab]
+        champion_wrong = int(np.count_nonzero(champion_miss))
         self.budget.grant(step_cost(self.candidates[0].work, len(labels)), len(labels))
         votes = [(result.predicted, self._weight(self.candidates[0]))] if self.ev.ensemble else []
         failed: list[Candidate] = []
@@ -165,8 +166,9 @@ class Population:
             us = (time.perf_counter() - t0) * 1e6 / len(labels)
             c.us_per_sample = us if c.us_per_sample == 0.0 else 0.9 * c.us_per_sample + 0.1 * us
             c.engine.take_reports()  # a challenger's maintenance is its own business
-            wrong = int(np.count_nonzero(r.predicted[is_lab] != labels[is_lab]))
-            c.score.add(wrong, champion_wrong, n_lab, float(np.nansum(r.loss)))
+            miss = r.predicted[is_lab] != labels[is_lab]
+            disagree = int(np.count_nonzero(miss != champion_miss))
+            c.score.add(int(np.count_nonzero(miss)), champion_wrong, n_lab, float(np.nansum(r.loss)), disagree)
             if self.ev.ensemble and c.score.n >= self.ev.min_samples:
                 votes.append((r.predicted, self._weight(c)))
         for c in failed:
@@ -203,7 +205,13 @@ class Population:
         """Each challenger against the champion (promotion.judge), in slot order."""
         champion_work = self.candidates[0].work
         return [
-            judge(c.score, cost_penalty(c.work, champion_work, self.ev.cost_weight), self.ev.min_samples, self.ev.confidence)
+            judge(
+                c.score,
+                cost_penalty(c.work, champion_work, self.ev.cost_weight),
+                self.ev.min_samples,
+                self.ev.confidence,
+                self.ev.bound,
+            )  # fmt: skip
             for c in self.challengers
         ]
 

@@ -30,6 +30,10 @@ one lock, so at most one prediction runs beside the worker (a batch request
 parallelises inside torch's own thread pool, ``runtime.threads``). The tensors
 of a snapshot are never written after it is published, and a snapshot is
 replaced whole (one attribute store), so readers need no lock to take it.
+What this costs (``plasticd bench predict``, docs/BENCHMARKS.md): request threads
+share the daemon's GIL with the worker, which at 200 requests/s on 2 loaded cores
+learned its backlog at about half its rate; serving from another process over a
+shared-memory snapshot is the way past that.
 """
 
 from __future__ import annotations
