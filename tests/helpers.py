@@ -251,9 +251,11 @@ def worker_around(settings, engine, root: Path):
     return Worker(settings, engine, store, feed, pipeline, predictions, Notifier(), work=work, session=session)
 
 
-def fill(folder: Path) -> Path:
-    """Fill ``folder``'s file system to the last byte; the returned file frees it again when removed."""
-    filler = folder / ".filler.tmp"  # a dot file: never taken for a sample, never quarantined
+def fill(folder: Path, name: str = ".filler.tmp") -> Path:
+    """Fill ``folder``'s file system to the last byte; the returned file frees it again when removed.
+
+    ``name`` is a dot file: never taken for a sample, never quarantined, never a checkpoint."""
+    filler = folder / name
     try:
         with open(filler, "wb") as f:
             while True:

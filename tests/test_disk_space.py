@@ -9,7 +9,6 @@ its counters equal what the folders hold.
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 from pathlib import Path
@@ -18,7 +17,7 @@ import numpy as np
 import pytest
 
 from plasticd.service.checkpoint_store import CheckpointStore
-from tests.helpers import Daemon, drop, files_in, sample_json, wait_until, work_files, write_config
+from tests.helpers import Daemon, drop, files_in, fill, sample_json, wait_until, work_files, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -29,19 +28,6 @@ def _mount_tmpfs(folder: Path, size: int) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     if os.system(f"mount -t tmpfs -o size={size} tmpfs {folder}") != 0:
         pytest.fail("cannot mount a tmpfs (these tests run as root)")
-
-
-def _fill(folder: Path, index: int) -> Path:
-    """Fill ``folder``'s file system to the last byte with a new dot file (never a checkpoint, never a sample)."""
-    filler = folder / f".filler-{index}"
-    try:
-        with open(filler, "wb") as f:
-            while True:
-                f.write(b"\0" * 4096)
-                f.flush()
-    except OSError as exc:
-        assert exc.errno == errno.ENOSPC
-    return filler
 
 
 def _count(d: Daemon, name: str) -> int:
@@ -126,7 +112,7 @@ def test_a_full_checkpoint_disk_degrades_then_recovers_by_itself(tmp_path: Path)
             d.wait_for_event("daemon.ready", timeout=120)
             _drop_files(inbox, rng, "first", 3, good)
             d.wait_for_event("checkpoint.saved", timeout=60)  # one checkpoint: nothing older to make room from
-            filler = _fill(checkpoints, 0)
+            filler = fill(checkpoints, ".filler-0")
             _drop_files(inbox, rng, "full", 8, good)  # produce while the disk is full
             drop(inbox, "broken.json", "{not json")
             d.wait_for_event("checkpoint.no_space", timeout=60)

@@ -389,14 +389,5 @@ class Engine(Rewiring, Resizing, Persisting, Replicating):
 
     # ------------------------------------------------------------------- reports
 
-    @property
-    def since_rewire(self) -> int:
-        """Labelled samples learned since the last plasticity cycle (connections age by this much)."""
-        return self.metrics.trained - self.trained_at_rewire
-
-    @property
-    def active_connections(self) -> int:
-        return int(torch.count_nonzero(self.mask))
-
     def snapshot(self) -> MetricsSnapshot:
         return self.metrics.snapshot()
