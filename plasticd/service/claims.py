@@ -141,8 +141,10 @@ class WorkArea:
             except (OSError, ValueError):
                 # A crash between mkdir and the record leaves an empty folder (claims
                 # start only once the record is durable): tidy it; leave anything else be.
-                if not any(folder.iterdir()):
-                    folder.rmdir()
+                # Another process of the group may be removing the same folder: gone is tidy too.
+                with contextlib.suppress(FileNotFoundError):
+                    if not any(folder.iterdir()):
+                        folder.rmdir()
                 continue
             out.append(
                 Session(id=record["id"], folder=folder, source=Path(record["source"]), destination=Path(record["destination"]))
@@ -178,7 +180,8 @@ class WorkArea:
         if any(name != SESSION_FILE for name in names):
             return False
         (session.folder / SESSION_FILE).unlink(missing_ok=True)
-        session.folder.rmdir()
+        with contextlib.suppress(FileNotFoundError):  # another replica's tidy-up saw the record gone and removed it first
+            session.folder.rmdir()
         return True
 
 
