@@ -130,6 +130,14 @@ def write_config(root: Path, extra: str = "") -> Path:
     return path
 
 
+def plasticd(root: Path, *args: str) -> subprocess.CompletedProcess:
+    """One ``plasticd`` command with ``root/plasticd.toml`` (from ``write_config``), run in ``root``; output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "plasticd", *args, "--config", str(root / "plasticd.toml")],
+        cwd=root, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+
+
 def sample_json(rng: np.random.Generator, n: int = 1, labelled: bool = True) -> str:
     x = rng.normal(size=(n, DIM)).round(4)
     doc: dict = {"x": x[0].tolist() if n == 1 else x.tolist()}

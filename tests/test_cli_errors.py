@@ -11,16 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.helpers import drop, sample_json, write_config
+from tests.helpers import drop, plasticd, sample_json, write_config
 
 pytestmark = pytest.mark.slow
-
-
-def plasticd(root: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "plasticd", *args, "--config", str(root / "plasticd.toml")],
-        cwd=root, capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
 
 
 def failed_event(result: subprocess.CompletedProcess) -> dict:

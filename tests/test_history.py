@@ -4,38 +4,30 @@ records a rollback abandoned honoured by every reader, tiered retention without 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.helpers import drop, sample_json, write_config
+from tests.helpers import drop, plasticd, sample_json, write_config
 
 
-def plasticd(root: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "plasticd", *args, "--config", str(root / "plasticd.toml")],
-        cwd=root, capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
-
-
-def _ingest(root: Path, tag: str, files: int, rng: np.random.Generator) -> None:
-    for i in range(files):
-        drop(root / f"todo-{tag}", f"{tag}{i:02d}.json", sample_json(rng, 5))
-    done = plasticd(root, "ingest", f"todo-{tag}", "--to", f"done-{tag}", "--no-progress")
-    assert done.returncode == 0, done.stderr
+def _two_ingests(root: Path, files: int, seed: int) -> None:
+    """Two ingests of ``files`` 5-sample files each (folders todo-a, todo-b), a checkpoint every 20 samples, 10 kept."""
+    write_config(root, "\n[limits]\nmax_file_bytes = 20000\n")
+    cfg = root / "plasticd.toml"
+    cfg.write_text(cfg.read_text().replace("every_samples = 50\n", "every_samples = 20\nkeep = 10\n"))
+    rng = np.random.default_rng(seed)
+    for tag in "ab":
+        for i in range(files):
+            drop(root / f"todo-{tag}", f"{tag}{i:02d}.json", sample_json(rng, 5))
+        done = plasticd(root, "ingest", f"todo-{tag}", "--to", f"done-{tag}", "--no-progress")
+        assert done.returncode == 0, done.stderr
 
 
 @pytest.mark.slow
 def test_checkpoints_lists_every_checkpoint_with_its_state(tmp_path: Path) -> None:
-    write_config(tmp_path, "\n[limits]\nmax_file_bytes = 20000\n")
-    cfg = tmp_path / "plasticd.toml"
-    cfg.write_text(cfg.read_text().replace("every_samples = 50\n", "every_samples = 20\nkeep = 10\n"))
-    rng = np.random.default_rng(0)
-    for tag in "ab":
-        _ingest(tmp_path, tag, 20, rng)
+    _two_ingests(tmp_path, 20, seed=0)
     folder = tmp_path / "checkpoints"
     seqs = sorted(int(p.stem.split("-")[1]) for p in folder.glob("ckpt-*.json"))
     assert len(seqs) >= 4
@@ -102,12 +94,7 @@ def test_the_report_leaves_out_what_a_rollback_abandoned(tmp_path: Path) -> None
 
 @pytest.mark.slow
 def test_rollback_marks_the_journal(tmp_path: Path) -> None:
-    write_config(tmp_path, "\n[limits]\nmax_file_bytes = 20000\n")
-    cfg = tmp_path / "plasticd.toml"
-    cfg.write_text(cfg.read_text().replace("every_samples = 50\n", "every_samples = 20\nkeep = 10\n"))
-    rng = np.random.default_rng(1)
-    for tag in "ab":
-        _ingest(tmp_path, tag, 10, rng)
+    _two_ingests(tmp_path, 10, seed=1)
     listed = json.loads(plasticd(tmp_path, "checkpoints", "--json").stdout)["checkpoints"]
     target = listed[0]
     back = plasticd(tmp_path, "rollback", str(target["seq"]))
