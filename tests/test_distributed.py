@@ -110,6 +110,23 @@ def newest_checkpoint(root: Path) -> tuple[dict, dict]:
     return record, load_file(str(root / "checkpoints" / record["tensors_file"]))
 
 
+def assert_learned_alike(plain: Path, single: Path) -> list[dict]:
+    """Assert that two state roots learned the same: equal prediction journals (less times, latencies, claim keys and
+    ids, which differ between runs) and equal tensors in their newest checkpoints. Returns ``single``'s journal."""
+
+    def journal(root: Path) -> list[dict]:
+        lines = [json.loads(line) for line in (root / "state" / "predictions.jsonl").read_text().splitlines()]
+        return [{k: v for k, v in rec.items() if k not in ("time", "latency_ms", "claim", "id")} for rec in lines]
+
+    theirs = journal(single)
+    assert journal(plain) == theirs
+    (_, a), (_, b) = newest_checkpoint(plain), newest_checkpoint(single)
+    assert a.keys() == b.keys()
+    for name in a:
+        assert a[name].equal(b[name]), name
+    return theirs
+
+
 def statuses(root: Path, replicas: int) -> list[dict]:
     folders = [root / "state"] + [root / "state" / f"replica-{r}" for r in range(1, replicas)]
     return [json.loads((folder / "status.json").read_text()) for folder in folders]
@@ -212,16 +229,7 @@ def test_one_replica_under_torchrun_is_the_plain_daemon_bit_for_bit(tmp_path: Pa
         wait_until(lambda: len(files_in(single / "data_processed")) == 60, 120, f"one replica\n{group.tail()}")
     finally:
         group.stop()
-
-    def journal(root: Path) -> list[dict]:
-        lines = [json.loads(line) for line in (root / "state" / "predictions.jsonl").read_text().splitlines()]
-        return [{k: v for k, v in rec.items() if k not in ("time", "latency_ms", "claim", "id")} for rec in lines]
-
-    assert journal(plain) == journal(single)
-    (_, a), (_, b) = newest_checkpoint(plain), newest_checkpoint(single)
-    assert a.keys() == b.keys()
-    for name in a:
-        assert a[name].equal(b[name]), name
+    assert_learned_alike(plain, single)
 
 
 def test_kill_9_of_one_replica_then_the_restarted_group_loses_and_repeats_nothing(tmp_path: Path) -> None:

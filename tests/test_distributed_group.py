@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 from helpers import CONFIG, files_in, wait_until, work_files
-from test_distributed import REPLICAS, Group, drop_files, newest_checkpoint, statuses
+from test_distributed import REPLICAS, Group, assert_learned_alike, drop_files, newest_checkpoint, statuses
 
 from plasticd.distributed.launcher import worker_argv
 from plasticd.distributed.totals import ROW, Totals
@@ -216,14 +216,5 @@ def test_a_one_replica_launcher_is_the_plain_daemon_bit_for_bit(tmp_path: Path, 
     finally:
         group.stop()
     assert group.proc.returncode == 0
-
-    def journal(root: Path) -> list[dict]:
-        lines = [json.loads(line) for line in (root / "state" / "predictions.jsonl").read_text().splitlines()]
-        return [{k: v for k, v in rec.items() if k not in ("time", "latency_ms", "claim", "id")} for rec in lines]
-
-    assert journal(plain) == journal(single)
-    (_, a), (_, b) = newest_checkpoint(plain), newest_checkpoint(single)
-    assert a.keys() == b.keys()
-    for name in a:
-        assert a[name].equal(b[name]), name
-    assert np.all([not k.startswith("replica") for k in journal(single)[0]])
+    journal = assert_learned_alike(plain, single)
+    assert np.all([not k.startswith("replica") for k in journal[0]])
