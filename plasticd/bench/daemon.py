@@ -183,6 +183,22 @@ def _backlog(root: Path, x: np.ndarray, y: np.ndarray, fmt: str, settings: Setti
     }
 
 
+def learning_ceiling(settings: Settings, x: np.ndarray, y: np.ndarray) -> float:
+    """Samples/s of the Engine alone on the same samples in micro-batches of ``train.max_batch`` (the daemon's under
+    backlog), in this process: no file is read or moved, so the daemon can reach at most this rate."""
+    import torch
+
+    from plasticd.learn.engine import Engine
+
+    engine = Engine.from_settings(settings)
+    xt, b = torch.from_numpy(x), settings.train.max_batch
+    engine.step(xt[:b], y[:b])  # the first step allocates the workspace
+    start = time.perf_counter()
+    for i in range(b, len(y), b):
+        engine.step(xt[i : i + b], y[i : i + b])
+    return (len(y) - b) / (time.perf_counter() - start)
+
+
 def _steady(root: Path, x: np.ndarray, y: np.ndarray, opts: DaemonBenchOptions, settings: Settings) -> dict:
     import numpy as np
 
@@ -223,7 +239,7 @@ def run_daemon_bench(settings: Settings, opts: DaemonBenchOptions) -> dict:
 
     train = load_split(settings.paths.dataset, "train")
     x, y = train.x[: opts.files], train.y[: opts.files]
-    results: dict = {"backlog": [], "steady": None}
+    results: dict = {"backlog": [], "steady": None, "learning_ceiling_samples_per_s": learning_ceiling(settings, x, y)}
     print(
         f"plasticd bench daemon: {opts.files} files per format, steady phase {opts.rate:g} files/s for {opts.seconds:g} s",
         flush=True,
@@ -238,6 +254,8 @@ def run_daemon_bench(settings: Settings, opts: DaemonBenchOptions) -> dict:
         if r["floor_stdlib_json_files_per_s"]:
             std = r["floor_stdlib_json_files_per_s"]
             floors += f", with stdlib json {std:.0f} files/s (daemon = {r['daemon_files_per_s'] / std:.0%})"
+        ceiling = results["learning_ceiling_samples_per_s"]
+        floors += f"; the Engine alone learns {ceiling:.0f} samples/s (daemon = {r['daemon_files_per_s'] / ceiling:.0%})"
         print(
             f"  backlog .{fmt}: daemon {r['daemon_files_per_s']:.0f} files/s to prediction, "
             f"{r['to_processed_files_per_s']:.0f} files/s to data_processed/; {floors}; peak RSS {r['peak_rss_mb']:.0f} MB",
@@ -251,18 +269,14 @@ def run_daemon_bench(settings: Settings, opts: DaemonBenchOptions) -> dict:
         f"p99 {s['latency_p99_ms']:.1f} ms, max {s['latency_max_ms']:.1f} ms; peak RSS {s['peak_rss_mb']:.0f} MB",
         flush=True,
     )
-    js = next((r for r in results["backlog"] if r["format"] == "json"), None)
     print("targets:")
-    if js:
-        rate = js["daemon_files_per_s"]
-        print(f"  sustained files/s under backlog (.json)   {rate:7.0f}  (target >= 2000)  {_verdict(rate >= 2000)}")
-        for label, key in (("orjson", "floor_files_per_s"), ("stdlib json", "floor_stdlib_json_files_per_s")):
-            share = rate / js[key]
-            print(f"  share of the I/O floor ({label:<11})       {share:7.0%}  (target >= 50%)   {_verdict(share >= 0.5)}")
-    p99 = s["latency_p99_ms"]
-    print(
-        f"  latency p99 at {s['rate_files_per_s']:.0f} files/s               {p99:7.1f}ms (target <= 50 ms) {_verdict(p99 <= 50)}"
-    )
+    for r in results["backlog"]:
+        share = r["daemon_files_per_s"] / r["floor_files_per_s"]
+        label = f"share of the I/O floor (.{r['format']})"
+        print(f"  {label:<42} {share:7.0%}  (target >= 50%)    {_verdict(share >= 0.5)}")
+    p50, p99, rate = s["latency_p50_ms"], s["latency_p99_ms"], s["rate_files_per_s"]
+    print(f"  latency p50 at {rate:.0f} files/s               {p50:7.1f}ms (target <= 3 ms)  {_verdict(p50 <= 3)}")
+    print(f"  latency p99 at {rate:.0f} files/s               {p99:7.1f}ms (target <= 10 ms) {_verdict(p99 <= 10)}")
     rss = max([r["peak_rss_mb"] for r in results["backlog"]] + [s["peak_rss_mb"]])
     n = settings.model.neurons
     print(f"  daemon peak RSS, N={n}                   {rss:7.0f}MB (target <= 400 MB) {_verdict(rss <= 400)}")
